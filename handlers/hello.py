@@ -1,0 +1,10 @@
+"""A greeting, configured through forge.toml's [env] table."""
+
+from litestar import get
+
+from runtime import Ctx
+
+
+@get("/hello")
+async def hello(ctx: Ctx, name: str = "world") -> dict[str, str]:
+    return {"message": f"{ctx.env('GREETING', 'Hello')}, {name}!"}

@@ -1,0 +1,76 @@
+"""A small notes API that reads and writes through ``ctx.db``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from litestar import delete, get, post
+from litestar.exceptions import NotFoundException
+from msgspec import Meta, Struct
+from sqlalchemy import DateTime, String, Text, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from typing_extensions import Annotated
+
+from runtime import Ctx
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Note(Base):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=lambda: datetime.now(UTC)
+    )
+
+
+class NewNote(Struct):
+    title: Annotated[str, Meta(min_length=1, max_length=200)]
+    body: Annotated[str, Meta(max_length=100_000)] = ""
+
+
+class NoteOut(Struct):
+    id: int
+    title: str
+    body: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, note: Note) -> NoteOut:
+        return cls(id=note.id, title=note.title, body=note.body, created_at=note.created_at)
+
+
+@get("/notes")
+async def list_notes(ctx: Ctx) -> list[NoteOut]:
+    notes = await ctx.db.scalars(select(Note).order_by(Note.id.desc()).limit(500))
+    return [NoteOut.of(note) for note in notes]
+
+
+@get("/notes/{note_id:int}")
+async def get_note(ctx: Ctx, note_id: int) -> NoteOut:
+    note = await ctx.db.get(Note, note_id)
+    if note is None:
+        raise NotFoundException(f"note {note_id} not found")
+    return NoteOut.of(note)
+
+
+@post("/notes")
+async def create_note(ctx: Ctx, data: NewNote) -> NoteOut:
+    note = Note(title=data.title, body=data.body)
+    ctx.db.add(note)
+    await ctx.db.flush()
+    ctx.log.info("created note %d", note.id)
+    return NoteOut.of(note)
+
+
+@delete("/notes/{note_id:int}")
+async def delete_note(ctx: Ctx, note_id: int) -> None:
+    note = await ctx.db.get(Note, note_id)
+    if note is None:
+        raise NotFoundException(f"note {note_id} not found")
+    await ctx.db.delete(note)

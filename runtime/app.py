@@ -1,0 +1,87 @@
+"""Assemble a worker's ASGI app: the handlers on Litestar, behind the gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from . import config
+from .context import Env, provide_context
+from .db import create_engine
+from .discovery import Mount, discover
+from .gateway import Gateway
+from .lifecycle import LocalStatus, SharedStatus
+from .log import configure_logging, log_exception
+from .probes import Probes
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .config import Settings
+
+
+def create_app(
+    settings: Settings,
+    mounts: Sequence[Mount],
+    *,
+    status: SharedStatus | LocalStatus | None = None,
+) -> Gateway:
+    """The ASGI app that serves `mounts` under ``[handlers].prefix``."""
+    state = State(
+        {
+            "settings": settings,
+            "env": Env(settings.env, settings.environ),
+            "engine": None,
+            "sessionmaker": None,
+        }
+    )
+
+    @asynccontextmanager
+    async def database(app: Litestar) -> AsyncIterator[None]:
+        # The engine belongs to the worker's event loop, so it is made here,
+        # inside the worker, never in the main process before the fork.
+        engine = create_engine(settings)
+        app.state.engine = engine
+        app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    handlers = Router(
+        path=settings.handlers.prefix or "/", route_handlers=[mount.target for mount in mounts]
+    )
+    litestar = Litestar(
+        route_handlers=[handlers],
+        dependencies={"ctx": Provide(provide_context)},
+        lifespan=[database],
+        state=state,
+        request_max_body_size=int(settings.server.max_body_size),
+        after_exception=[log_exception],
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )
+    probes = Probes(
+        version=settings.app.version,
+        status=status or LocalStatus(),
+        engine=lambda: litestar.state.engine,
+        timeout=settings.database.ready_timeout,
+    )
+    return Gateway(litestar, probes, access_log_enabled=settings.logging.access_log)
+
+
+def app_for_worker(config_file: str, overrides: dict[str, Any], status_file: str | None) -> Gateway:
+    """Build the app inside a Granian worker from the same inputs as the main process."""
+    settings = config.load(config_file, overrides=overrides)
+    configure_logging(settings)
+    found = discover(settings.path(settings.handlers.path), settings.handlers.prefix, settings.root)
+    status = SharedStatus(Path(status_file)) if status_file else None
+    return create_app(settings, found.mounts, status=status)

@@ -1,0 +1,28 @@
+"""The steps of a node's boot that run before it serves, shared by the commands."""
+
+from __future__ import annotations
+
+from litestar.exceptions import ImproperlyConfiguredException
+
+from .app import create_app
+from .config import Settings
+from .db import database_url
+from .discovery import Discovery, discover
+from .errors import HandlerError
+from .log import configure_logging
+
+
+def prepare(settings: Settings) -> Discovery:
+    """Check everything that can be checked without serving; raise a `ForgeError` if not fine.
+
+    Imports the handlers and assembles the app once in the main process, so a
+    mistake stops boot here with a message instead of in every worker.
+    """
+    configure_logging(settings)
+    database_url(settings.database.url, settings.root)
+    found = discover(settings.path(settings.handlers.path), settings.handlers.prefix, settings.root)
+    try:
+        create_app(settings, found.mounts)
+    except ImproperlyConfiguredException as exc:
+        raise HandlerError(f"cannot assemble the app: {exc}") from None
+    return found

@@ -1,0 +1,152 @@
+"""The shape of forge.toml: one model per section, with defaults."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .sources import Layer, LayerSource
+from .units import Duration, Size
+
+ACTIVE_LAYERS: ContextVar[tuple[Layer, ...]] = ContextVar("forge_config_layers", default=())
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+class AppSection(Section):
+    name: str = "forge-app"
+    version: str = "0.1.0"
+    env: str = "development"
+
+
+class ServerSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=512)
+    max_body_size: Size = Size(10 * 1000 * 1000)
+
+
+class DatabaseSection(Section):
+    url: str = "sqlite:///forge.db"
+    pool_size: int = Field(5, ge=1)
+    max_overflow: int = Field(5, ge=0)
+    pool_timeout: Duration = 10.0
+    ready_timeout: Duration = 2.0
+    """How long `/_api/ready` waits for ``SELECT 1`` before answering 503."""
+    echo: bool = False
+
+
+class HandlersSection(Section):
+    path: str = "handlers"
+    prefix: str = "/api"
+
+    @field_validator("prefix")
+    @classmethod
+    def _normalise_prefix(cls, prefix: str) -> str:
+        prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        if prefix == "/_api" or prefix.startswith("/_api/"):
+            raise ValueError("/_api is reserved for the runtime's own endpoints")
+        return prefix
+
+
+class MigrationsSection(Section):
+    path: str = "migrations"
+
+
+class FrontendSection(Section):
+    path: str = "frontend/build"
+
+
+class ShutdownSection(Section):
+    delay: Duration = 0.0
+    drain_timeout: Duration = 30.0
+
+
+class LoggingSection(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    access_log: bool = True
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, level: Any) -> Any:
+        return level.upper() if isinstance(level, str) else level
+
+
+def _scalar_to_str(value: Any) -> Any:
+    # TOML has types; the environment has only strings. `[env]` values end up
+    # next to environment variables, so they are strings too.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_scalar_to_str)]
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one app."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    app: AppSection = AppSection()
+    server: ServerSection = ServerSection()
+    database: DatabaseSection = DatabaseSection()
+    handlers: HandlersSection = HandlersSection()
+    migrations: MigrationsSection = MigrationsSection()
+    frontend: FrontendSection = FrontendSection()
+    shutdown: ShutdownSection = ShutdownSection()
+    logging: LoggingSection = LoggingSection()
+    env: dict[str, EnvValue] = {}
+
+    _root: Path = PrivateAttr(default=Path("."))
+    _source_file: Path | None = PrivateAttr(default=None)
+    _environ: dict[str, str] = PrivateAttr(default_factory=dict)
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `runtime.config.load` reads the project's files and the environment
+        # into layers; pydantic-settings merges them, highest first.
+        return (init_settings, *(LayerSource(settings_cls, layer) for layer in ACTIVE_LAYERS.get()))
+
+    @property
+    def root(self) -> Path:
+        """The project directory: where forge.toml lives."""
+        return self._root
+
+    @property
+    def source_file(self) -> Path | None:
+        return self._source_file
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """The process environment over the values of `.env` and `.env.<APP_ENV>`."""
+        return self._environ
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each explicitly set dotted key came from (``"server.port": "forge.toml"``)."""
+        return self._sources
+
+    def path(self, value: str) -> Path:
+        """A path from the config, resolved against the project directory."""
+        return (self._root / value).resolve()
+
+    @property
+    def is_production(self) -> bool:
+        return self.app.env.lower() in {"prod", "production"}

@@ -1,0 +1,148 @@
+"""What a handler gets as ``ctx``: the environment, a database session, a logger.
+
+    @get("/hello")
+    async def hello(ctx: Ctx) -> dict[str, str]:
+        return {"message": f"Hello, {ctx.env('GREETING_NAME', 'world')}!"}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .errors import ForgeError
+
+if TYPE_CHECKING:
+    from litestar import Request
+
+    from .config import Settings
+
+_MISSING: Any = object()
+
+
+class MissingEnvError(ForgeError):
+    """A value a handler requires is set neither in ``[env]`` nor in the environment."""
+
+
+class Env:
+    """``ctx.env``: values of forge.toml's ``[env]`` table, else of the environment.
+
+    Call it for an optional value, ``require`` it for a mandatory one.
+    """
+
+    __slots__ = ("_environ", "_table")
+
+    def __init__(self, table: Mapping[str, str], environ: Mapping[str, str]) -> None:
+        self._table = table
+        self._environ = environ
+
+    def __call__(self, name: str, default: str | None = None) -> str | None:
+        value = self._table.get(name, _MISSING)
+        if value is _MISSING:
+            return self._environ.get(name, default)
+        return value
+
+    def require(self, name: str) -> str:
+        """The value of `name`, or a `MissingEnvError` saying where to set it."""
+        value = self(name)
+        if value is None:
+            raise MissingEnvError(
+                f"required setting {name!r} is not set",
+                hint=f"add {name} to the [env] table of forge.toml, to .env, or to the environment",
+            )
+        return value
+
+    def __contains__(self, name: str) -> bool:
+        return self(name) is not None
+
+    def __repr__(self) -> str:
+        # Never show values: some are secrets.
+        return f"<Env {len(self._table)} [env] keys>"
+
+
+class RequestLogger(logging.LoggerAdapter):
+    """A logger that stamps every record with the request's id."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = kwargs.setdefault("extra", {})
+        extra.setdefault("request_id", self.extra["request_id"])
+        return msg, kwargs
+
+
+handler_logger = logging.getLogger("forge.handler")
+
+
+class Context:
+    """Per-request access to the app's config, environment, database and logger."""
+
+    __slots__ = ("_log", "_session", "_sessionmaker", "config", "env", "request", "request_id")
+
+    def __init__(
+        self,
+        *,
+        config: Settings,
+        env: Env,
+        sessionmaker: async_sessionmaker[AsyncSession] | None,
+        request: Request[Any, Any, Any] | None = None,
+        request_id: str = "-",
+    ) -> None:
+        self.config = config
+        self.env = env
+        self.request = request
+        self.request_id = request_id
+        self._sessionmaker = sessionmaker
+        self._session: AsyncSession | None = None
+        self._log: RequestLogger | None = None
+
+    @property
+    def db(self) -> AsyncSession:
+        """This request's session; opened on first use, committed when the handler returns."""
+        if self._session is None:
+            if self._sessionmaker is None:
+                raise RuntimeError("no database is configured for this context")
+            self._session = self._sessionmaker()
+        return self._session
+
+    @property
+    def log(self) -> logging.LoggerAdapter:
+        if self._log is None:
+            self._log = RequestLogger(handler_logger, {"request_id": self.request_id})
+        return self._log
+
+    async def _finish(self, error: BaseException | None) -> None:
+        session = self._session
+        if session is None:
+            return
+        try:
+            if error is None:
+                await session.commit()
+            else:
+                await session.rollback()
+        finally:
+            await session.close()
+
+
+async def provide_context(request: Request[Any, Any, Any]) -> AsyncIterator[Context]:
+    """Litestar dependency behind `Ctx`: commit on success, roll back on error."""
+    state = request.app.state
+    ctx = Context(
+        config=state.settings,
+        env=state.env,
+        sessionmaker=state.sessionmaker,
+        request=request,
+        request_id=request.scope.get("forge.request_id", "-"),  # type: ignore[call-overload]
+    )
+    try:
+        yield ctx
+    except BaseException as error:
+        await ctx._finish(error)
+        raise
+    await ctx._finish(None)
+
+
+Ctx = NamedDependency[Context]
+"""Annotate a handler parameter named ``ctx`` with this to receive the `Context`."""

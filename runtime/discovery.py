@@ -1,0 +1,223 @@
+"""Import the app's handler modules and collect what they declare.
+
+Every ``.py`` file under ``[handlers].path`` is imported once, as a module of a
+package named after that folder (``handlers.notes``), so handler modules can
+import each other. Route handlers, Routers and Controllers defined in a module
+are mounted under ``[handlers].prefix``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from litestar import Controller, Router
+from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
+
+from .errors import HandlerError
+
+RESERVED_PREFIX = "/_api"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One routable object and where it was declared."""
+
+    target: Any
+    location: str
+    """``handlers/notes.py:12``, for messages."""
+
+
+@dataclass
+class Discovery:
+    """What the handler modules declare."""
+
+    modules: list[ModuleType] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+
+
+def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
+    """Import every module under `handlers_dir` and collect its routes.
+
+    Raises `HandlerError` naming the file when a module cannot be imported, and
+    naming both files when two handlers claim the same method and path.
+    """
+    found = Discovery()
+    if not handlers_dir.is_dir():
+        return found
+    package = handlers_dir.name
+    if not package.isidentifier():
+        raise HandlerError(
+            f"handlers.path: the folder name {package!r} is not a valid Python package name",
+            hint="rename the folder, e.g. to 'handlers'",
+        )
+    for path in (str(root), str(handlers_dir.parent)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+    for file in _module_files(handlers_dir):
+        module = _import(_module_name(file, handlers_dir, package), file, root)
+        found.modules.append(module)
+
+    found.mounts = _collect_mounts(found.modules, root)
+    check_conflicts(found.mounts, prefix)
+    return found
+
+
+def _module_files(handlers_dir: Path) -> list[Path]:
+    files = []
+    for file in sorted(handlers_dir.rglob("*.py")):
+        relative = file.relative_to(handlers_dir)
+        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+            continue
+        files.append(file)
+    return files
+
+
+def _module_name(file: Path, handlers_dir: Path, package: str) -> str:
+    parts = list(file.relative_to(handlers_dir).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join([package, *parts])
+
+
+def _import(name: str, file: Path, root: Path) -> ModuleType:
+    shown = _relative(file, root)
+    try:
+        return importlib.import_module(name)
+    except SyntaxError as exc:
+        where = f"{shown}:{exc.lineno}" if exc.lineno else shown
+        raise HandlerError(
+            f"{where}: cannot import handler module: SyntaxError: {exc.msg}",
+            hint="fix the syntax error, or move the file out of the handlers folder",
+        ) from None
+    except Exception as exc:
+        raise HandlerError(
+            f"{_failing_line(exc, file, root) or shown}: cannot import handler module: "
+            f"{type(exc).__name__}: {exc}",
+            hint="fix the error above; the module is imported when the app boots",
+        ) from None
+
+
+def _failing_line(exc: BaseException, file: Path, root: Path) -> str | None:
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if Path(frame.filename).resolve() == file.resolve():
+            return f"{_relative(file, root)}:{frame.lineno}"
+    return None
+
+
+def _relative(file: Path, root: Path) -> str:
+    try:
+        return str(file.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(file)
+
+
+def _collect_mounts(modules: list[ModuleType], root: Path) -> list[Mount]:
+    candidates: list[tuple[Any, ModuleType]] = []
+    seen: set[int] = set()
+    # Objects defined in a module come first, so an import elsewhere is not a second mount.
+    for module in modules:
+        for value in vars(module).values():
+            if _is_routable(value) and _defined_in(value, module) and id(value) not in seen:
+                seen.add(id(value))
+                candidates.append((value, module))
+    for module in modules:
+        for value in vars(module).values():
+            if _is_routable(value) and id(value) not in seen:
+                seen.add(id(value))
+                candidates.append((value, module))
+
+    # A handler that a Router or Controller already includes is mounted through it.
+    nested = {id(fn) for value, _ in candidates for fn in _nested_functions(value)}
+    return [
+        Mount(target=value, location=_location(value, module, root))
+        for value, module in candidates
+        if not (isinstance(value, BaseRouteHandler) and id(value.fn) in nested)
+    ]
+
+
+def _is_routable(value: Any) -> bool:
+    if isinstance(value, BaseRouteHandler | Router):
+        return True
+    return inspect.isclass(value) and issubclass(value, Controller) and value is not Controller
+
+
+def _defined_in(value: Any, module: ModuleType) -> bool:
+    if isinstance(value, BaseRouteHandler):
+        return getattr(value.fn, "__module__", None) == module.__name__
+    if inspect.isclass(value):
+        return value.__module__ == module.__name__
+    return True
+
+
+def _nested_functions(value: Any) -> list[Any]:
+    if isinstance(value, Router):
+        return [
+            handler.fn
+            for handlers in value.route_handler_method_map.values()
+            for handler in handlers.values()
+            if isinstance(handler, BaseRouteHandler)
+        ]
+    return []
+
+
+def _location(value: Any, module: ModuleType, root: Path) -> str:
+    file = Path(module.__file__ or module.__name__)
+    target = value.fn if isinstance(value, BaseRouteHandler) else value
+    try:
+        line = inspect.getsourcelines(target)[1]
+    except (OSError, TypeError):
+        return _relative(file, root)
+    return f"{_relative(file, root)}:{line}"
+
+
+_PATH_PARAM = re.compile(r"\{[^}]*\}")
+
+
+def check_conflicts(mounts: list[Mount], prefix: str) -> None:
+    """Refuse two handlers on one method and path, and handlers under ``/_api``."""
+    claimed: dict[tuple[str, str], Mount] = {}
+    for mount in mounts:
+        for path, method in _routes_of(mount, prefix):
+            if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
+                raise HandlerError(
+                    f"{mount.location}: {method} {path} is under {RESERVED_PREFIX}/, "
+                    "which is reserved for the runtime",
+                    hint="choose another path for this handler",
+                )
+            key = (method, _PATH_PARAM.sub("{}", path))
+            if key in claimed:
+                raise HandlerError(
+                    f"{method} {path} is declared twice: in {claimed[key].location} "
+                    f"and in {mount.location}",
+                    hint="remove one of them, or give them different paths or methods",
+                )
+            claimed[key] = mount
+
+
+def _routes_of(mount: Mount, prefix: str) -> list[tuple[str, str]]:
+    try:
+        router = Router(path=prefix or "/", route_handlers=[mount.target])
+    except Exception as exc:
+        raise HandlerError(f"{mount.location}: cannot mount: {exc}") from None
+    return [
+        (path, method)
+        for path, handlers in router.route_handler_method_map.items()
+        for method, handler in handlers.items()
+        if not _is_automatic(handler)
+    ]
+
+
+def _is_automatic(handler: Any) -> bool:
+    # Litestar adds an OPTIONS handler to every path by itself.
+    fn = getattr(handler, "fn", None)
+    return getattr(fn, "__qualname__", "").startswith("HTTPRoute.create_options_handler")

@@ -1,0 +1,32 @@
+"""Errors the runtime reports to people, not as tracebacks."""
+
+from __future__ import annotations
+
+
+class ForgeError(Exception):
+    """A problem the user can fix; the CLI prints it and exits with `exit_code`.
+
+    `hint` says what to do about it.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(ForgeError):
+    """forge.toml, .env or the environment hold something unusable."""
+
+    exit_code = 2
+
+
+class HandlerError(ForgeError):
+    """A handler module cannot be imported or its routes cannot be mounted."""
+
+    exit_code = 2
