@@ -1,8 +1,8 @@
 """What a handler gets as ``ctx``: the environment, a database session, a logger.
 
-    @get("/hello")
-    async def hello(ctx: Ctx) -> dict[str, str]:
-        return {"message": f"Hello, {ctx.env('GREETING_NAME', 'world')}!"}
+@get("/hello")
+async def hello(ctx: Ctx) -> dict[str, str]:
+    return {"message": f"Hello, {ctx.env('GREETING_NAME', 'world')}!"}
 """
 
 from __future__ import annotations

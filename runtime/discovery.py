@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from litestar import Controller, Router
-from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
+from litestar.handlers import BaseRouteHandler
 
 from .errors import HandlerError
 
@@ -221,3 +221,25 @@ def _is_automatic(handler: Any) -> bool:
     # Litestar adds an OPTIONS handler to every path by itself.
     fn = getattr(handler, "fn", None)
     return getattr(fn, "__qualname__", "").startswith("HTTPRoute.create_options_handler")
+
+
+def declared_metadata(modules: list[ModuleType]) -> list[Any]:
+    """The SQLAlchemy `MetaData` of models declared in handler modules, for autogenerate."""
+    from sqlalchemy import MetaData
+    from sqlalchemy.orm import DeclarativeBase
+
+    found: dict[int, MetaData] = {}
+    for module in modules:
+        for value in vars(module).values():
+            metadata = None
+            if isinstance(value, MetaData):
+                metadata = value
+            elif (
+                inspect.isclass(value)
+                and issubclass(value, DeclarativeBase)
+                and value is not DeclarativeBase
+            ):
+                metadata = value.metadata
+            if metadata is not None and metadata.tables:
+                found[id(metadata)] = metadata
+    return list(found.values())

@@ -59,7 +59,7 @@ class Gateway:
             self.in_flight -= 1
             if self.access_log_enabled:
                 access_log.info(
-                    '%s %s %d %.1fms',
+                    "%s %s %d %.1fms",
                     scope["method"],
                     scope["path"],
                     status,

@@ -99,5 +99,3 @@ def _load_app(config_file: str, overrides: dict[str, Any], status_file: str) -> 
     from .app import app_for_worker
 
     return app_for_worker(config_file, overrides, status_file)
-
-

@@ -1,7 +1,7 @@
 """Load the app's configuration: defaults < forge.toml < .env < .env.<APP_ENV> < environment.
 
-    settings = load()                      # ./forge.toml, or $FORGE_CONFIG
-    settings = load("forge.toml", overrides={"server": {"port": 9000}})
+settings = load()                      # ./forge.toml, or $FORGE_CONFIG
+settings = load("forge.toml", overrides={"server": {"port": 9000}})
 """
 
 from __future__ import annotations
@@ -80,15 +80,15 @@ def load(
     return settings
 
 
-def _app_env(
-    process: Layer, dotenv: Layer, toml: Layer, environ: Mapping[str, str]
-) -> str:
+def _app_env(process: Layer, dotenv: Layer, toml: Layer, environ: Mapping[str, str]) -> str:
     for layer in (process, dotenv):
         if "app" in layer.data and "env" in layer.data["app"]:
             return str(layer.data["app"]["env"])
     app = toml.data.get("app")
     if isinstance(app, Mapping) and isinstance(app.get("env"), str):
-        return str(interpolate(Layer(toml.name, {"app": {"env": app["env"]}}), environ).data["app"]["env"])
+        return str(
+            interpolate(Layer(toml.name, {"app": {"env": app["env"]}}), environ).data["app"]["env"]
+        )
     return Settings.model_fields["app"].default.env
 
 

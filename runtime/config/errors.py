@@ -75,7 +75,11 @@ def _unknown_key(loc: tuple[str, ...], settings: type[BaseModel]) -> str:
     for part in loc[:-1]:
         field = model.model_fields.get(part) if model else None
         annotation = field.annotation if field else None
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
     kind = "section" if len(loc) == 1 else "key"
     message = f"unknown {kind}"
     if model is not None:

@@ -39,6 +39,8 @@ class DatabaseSection(Section):
     pool_timeout: Duration = 10.0
     ready_timeout: Duration = 2.0
     """How long `/_api/ready` waits for ``SELECT 1`` before answering 503."""
+    migration_lock_timeout: Duration = 300.0
+    """How long a node waits for another node's migrations before giving up."""
     echo: bool = False
 
 
@@ -57,6 +59,8 @@ class HandlersSection(Section):
 
 class MigrationsSection(Section):
     path: str = "migrations"
+    allow_newer_schema: bool = False
+    """Start even if the database is at a revision this code does not know."""
 
 
 class FrontendSection(Section):

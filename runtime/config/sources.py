@@ -166,5 +166,6 @@ def _substitute(match: re.Match[str], environ: Mapping[str, str], dotted: str, l
         return default
     raise ConfigError(
         f"{layer.name}: {dotted}: ${{{variable}}} is not set",
-        hint=f"set {variable} in the environment or .env, or give a default: ${{{variable}:-value}}",
+        hint=f"set {variable} in the environment or .env, "
+        f"or give a default: ${{{variable}:-value}}",
     )

@@ -14,7 +14,7 @@ _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 def parse_duration(value: object) -> object:
     """Seconds, as a float, from a number of seconds or a string with a unit."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30, \"30s\", \"500ms\" or \"2m\"")
+        raise ValueError('expected a duration such as 30, "30s", "500ms" or "2m"')
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
@@ -22,9 +22,7 @@ def parse_duration(value: object) -> object:
         if match:
             number, unit = match.groups()
             return float(number) * _SECONDS_PER_UNIT[(unit or "s").lower()]
-    raise ValueError(
-        f"expected a duration such as 30, \"30s\", \"500ms\" or \"2m\", got {value!r}"
-    )
+    raise ValueError(f'expected a duration such as 30, "30s", "500ms" or "2m", got {value!r}')
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]

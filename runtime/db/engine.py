@@ -56,8 +56,13 @@ def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
-    """The engine for `settings`; ``pooled=False`` for one-off connections such as locks."""
+def create_engine(
+    settings: Settings, *, pooled: bool = True, application_name: str | None = None
+) -> AsyncEngine:
+    """The engine for `settings`; ``pooled=False`` for one-off connections such as locks.
+
+    `application_name` shows in ``pg_stat_activity``, so a lock's holder can be named.
+    """
     url = database_url(settings.database.url, settings.root)
     db = settings.database
     options: dict[str, Any] = {"echo": db.echo}
@@ -65,6 +70,9 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 30}
+    else:
+        name = application_name or f"forge {settings.app.name}"
+        options["connect_args"] = {"server_settings": {"application_name": name[:63]}}
     if not pooled:
         options["poolclass"] = NullPool
     else:
@@ -76,6 +84,7 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     engine = create_async_engine(url, **options)
     if is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite)
     return engine
 
 
@@ -88,3 +97,12 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # The sqlite3 module only opens transactions before INSERT/UPDATE/DELETE, so
+    # DDL would autocommit statement by statement. Hand transactions to
+    # SQLAlchemy instead, which begins them explicitly (see _begin_sqlite); a
+    # migration revision is then atomic on SQLite as it is on PostgreSQL.
+    dbapi_connection.isolation_level = None
+
+
+def _begin_sqlite(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")

@@ -1,0 +1,162 @@
+"""``forge migrate`` and the ``migrate:*`` commands (Kit's names)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+
+import click
+
+from .. import config
+from ..config import Settings
+from ..db.migrate import Applied, MigrationError, Migrator, Report
+from ..db.revisions import new_revision_file
+from ..discovery import declared_metadata, discover
+from ..log import configure_logging
+from .common import config_option, reports_errors
+
+log = logging.getLogger("forge.migrate")
+
+
+def _describe(applied: Applied) -> str:
+    verb = "applied" if applied.direction == "up" else "rolled back"
+    millis = applied.seconds * 1000
+    return f"{verb} {applied.chain} {applied.revision} in {millis:.0f} ms" + (
+        f"  ({applied.description})" if applied.description else ""
+    )
+
+
+async def apply_migrations(settings: Settings, *, quiet_when_current: bool = False) -> Report:
+    """Apply pending revisions, logging each; used by `forge run` while it boots."""
+    migrator = Migrator(settings, on_applied=lambda applied: log.info("%s", _describe(applied)))
+    report = await migrator.upgrade()
+    if report.up_to_date and not quiet_when_current:
+        log.info("database schema is up to date")
+    return report
+
+
+def _load(config_file: str | None) -> Settings:
+    settings = config.load(config_file)
+    configure_logging(settings)
+    return settings
+
+
+def _echo_applied(applied: Applied) -> None:
+    click.echo(_describe(applied))
+
+
+def _run(coroutine_factory: Callable[[], object]) -> object:
+    return asyncio.run(coroutine_factory())  # type: ignore[arg-type]
+
+
+@click.command("migrate")
+@config_option
+@reports_errors
+def migrate(config_file: str | None) -> None:
+    """Apply pending migrations under the cluster-wide lock."""
+    settings = _load(config_file)
+    migrator = Migrator(settings, on_applied=_echo_applied)
+    report = asyncio.run(migrator.upgrade())
+    head = migrator.head()
+    if report.up_to_date:
+        click.echo(f"up to date: nothing to apply (app at {head or 'base'})")
+    else:
+        click.echo(f"migrated: {len(report.applied)} revision(s) applied (app at {head or 'base'})")
+
+
+@click.command("migrate:status")
+@config_option
+@reports_errors
+def migrate_status(config_file: str | None) -> None:
+    """List every revision, applied or pending."""
+    settings = _load(config_file)
+    rows, unknown = asyncio.run(Migrator(settings).status())
+    width = max([len(row.revision) for row in rows] + [8])
+    click.echo(f"{'chain':8} {'revision':{width}} {'kind':6} {'state':8} description")
+    for row in rows:
+        state = "applied" if row.applied else "pending"
+        head = "  [head]" if row.is_head else ""
+        click.echo(
+            f"{row.chain:8} {row.revision:{width}} {row.kind:6} {state:8} {row.description}{head}"
+        )
+    pending = sum(not row.applied for row in rows)
+    click.echo(f"{len(rows)} revision(s), {pending} pending")
+    for chain, revisions in unknown.items():
+        for revision in revisions:
+            click.secho(
+                f"warning: the database is at {chain} revision {revision}, "
+                "which this code does not know",
+                fg="yellow",
+                err=True,
+            )
+
+
+@click.command("migrate:rollback")
+@config_option
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True)
+@reports_errors
+def migrate_rollback(config_file: str | None, steps: int) -> None:
+    """Undo the app's last revision(s)."""
+    settings = _load(config_file)
+    migrator = Migrator(settings, on_applied=_echo_applied)
+    report = asyncio.run(migrator.rollback(steps))
+    click.echo(f"rolled back {len(report.applied)} revision(s)")
+
+
+@click.command("migrate:fresh")
+@config_option
+@click.option("--force", is_flag=True, help="Allow it in production and skip the confirmation.")
+@reports_errors
+def migrate_fresh(config_file: str | None, force: bool) -> None:
+    """Drop every table and apply all migrations from scratch."""
+    settings = _load(config_file)
+    if settings.is_production and not force:
+        raise MigrationError(
+            f"refusing to drop every table: APP_ENV is {settings.app.env!r}",
+            hint="pass --force if you really mean to erase this database",
+        )
+    if not force and sys.stdin.isatty():
+        click.confirm("This drops every table in the database. Continue?", abort=True)
+    migrator = Migrator(settings, on_applied=_echo_applied)
+    report = asyncio.run(migrator.fresh())
+    click.echo(f"fresh: dropped every table, applied {len(report.applied)} revision(s)")
+
+
+@click.command("migrate:new")
+@click.argument("message")
+@config_option
+@click.option("--sql", is_flag=True, help="Write a plain SQL revision (-- @up / -- @down).")
+@reports_errors
+def migrate_new(message: str, config_file: str | None, sql: bool) -> None:
+    """Create a revision file in [migrations].path.
+
+    Python revisions are autogenerated from the SQLAlchemy models that handler
+    modules declare, when there are any.
+    """
+    settings = _load(config_file)
+    migrator = Migrator(settings)
+    directory = settings.path(settings.migrations.path)
+    code: tuple[str, str] | None = None
+    note = ""
+    if not sql:
+        found = discover(
+            settings.path(settings.handlers.path), settings.handlers.prefix, settings.root
+        )
+        metadata = declared_metadata(found.modules)
+        if metadata:
+            code = asyncio.run(migrator.autogenerate(metadata))
+            note = " (autogenerated)" if code else " (empty: the models match the database)"
+        else:
+            note = " (empty: no SQLAlchemy models found in the handlers)"
+    upgrade, downgrade = code or ("    pass", "    pass")
+    path = new_revision_file(
+        directory,
+        message,
+        sql=sql,
+        down_revision=migrator.head(),
+        upgrade=upgrade,
+        downgrade=downgrade,
+    )
+    click.echo(f"created {path.relative_to(settings.root)}{note}")

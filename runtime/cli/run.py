@@ -1,0 +1,72 @@
+"""``forge run`` (alias ``forge serve``): boot the node and serve."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import sys
+
+import click
+
+from .. import config
+from ..boot import prepare
+from ..errors import ConfigError
+from .common import config_option, reports_errors
+
+
+@click.command("run")
+@config_option
+@click.option("--host", default=None, help="Override [server].host for this run.")
+@click.option("--port", type=int, default=None, help="Override [server].port for this run.")
+@click.option("--workers", type=int, default=None, help="Override [server].workers for this run.")
+@click.option("--no-migrate", is_flag=True, help="Serve without applying pending migrations.")
+@reports_errors
+def run(
+    config_file: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    no_migrate: bool,
+) -> None:
+    """Boot the app and serve it until SIGTERM.
+
+    Workers answer /_api/health at once; /_api/ready turns 200 once migrations
+    have been applied under the cluster-wide lock.
+    """
+    from ..server import serve
+
+    overrides = {"server": {"host": host, "port": port, "workers": workers}}
+    settings = config.load(config_file, overrides=overrides)
+    prepare(settings)
+    _check_port_free(settings.server.host, settings.server.port)
+
+    def boot() -> None:
+        if not no_migrate:
+            from .migrate import apply_migrations
+
+            asyncio.run(apply_migrations(settings, quiet_when_current=True))
+
+    sys.exit(serve(settings, overrides, boot=boot))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    # Granian binds with SO_REUSEPORT, which would let a second node start on a
+    # port already served and silently share its traffic.
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR ignores connections in TIME_WAIT, not a live listener.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"server.port: {host}:{port} is already in use",
+                    hint="stop the other process, or pick another port with --port or PORT",
+                ) from None
+            raise ConfigError(
+                f"server.host: cannot listen on {host}:{port}: {exc.strerror}"
+            ) from None

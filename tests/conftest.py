@@ -1,0 +1,216 @@
+"""Fixtures that run the real thing: `forge` subprocesses, real databases, real HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("FORGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_ALL = os.environ.get("FORGE_REQUIRE_ALL") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally; in CI (FORGE_REQUIRE_ALL=1) a missing dependency is a failure."""
+    if REQUIRE_ALL:
+        pytest.fail(f"required for this run: {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class Node:
+    """A running `forge run` process."""
+
+    process: subprocess.Popen[str]
+    port: int
+    log_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def post(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.post(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def output(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def wait_until(self, predicate, timeout: float = 30, what: str = "condition") -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"forge exited with {self.process.returncode} before {what}:\n{self.output()}"
+                )
+            try:
+                if predicate():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output()}")
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        self.wait_until(lambda: self.get("/_api/ready").status_code == 200, timeout, "readiness")
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@dataclass
+class Project:
+    """A throwaway app directory with its own forge.toml, handlers and migrations."""
+
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+
+    def write(self, relative: str, text: str) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        base = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("FORGE_") and key not in {"DATABASE_URL", "PORT", "HOST", "APP_ENV"}
+        }
+        return {**base, "PYTHONUNBUFFERED": "1", **self.env, **(extra or {})}
+
+    def forge(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "runtime", *args],
+            cwd=self.root,
+            env=self.environ(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+
+    def start(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> Node:
+        port = port or free_port()
+        log_file = self.root / f"node-{port}.log"
+        with log_file.open("w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "runtime", "run", "--port", str(port), *args],
+                cwd=self.root,
+                env=self.environ(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        node = Node(process=process, port=port, log_file=log_file)
+        self.nodes.append(node)
+        return node
+
+
+DEMO_TOML = """
+[app]
+name = "test-app"
+version = "9.9.9"
+
+[server]
+host = "127.0.0.1"
+
+[database]
+url = "sqlite:///app.db"
+
+[shutdown]
+drain_timeout = "5s"
+
+[env]
+GREETING = "Howdy"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    """A copy of the demo app (handlers and migrations) with a small forge.toml."""
+    root = tmp_path / "app"
+    root.mkdir()
+    shutil.copytree(REPO / "handlers", root / "handlers", ignore=shutil.ignore_patterns("__pycache__"))
+    if (REPO / "migrations").is_dir():
+        shutil.copytree(
+            REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    proj = Project(root=root)
+    proj.write("forge.toml", DEMO_TOML)
+    yield proj
+    for node in proj.nodes:
+        if node.process.poll() is None:
+            os.killpg(node.process.pid, signal.SIGKILL)
+            node.process.wait()
+
+
+def _pg_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _psql(sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database, dropped afterwards."""
+    if not _pg_reachable():
+        skip_or_fail("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"forge_test_{uuid.uuid4().hex[:12]}"
+    _psql(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
