@@ -16,6 +16,7 @@ from . import config
 from .context import Env, provide_context
 from .db import create_engine
 from .discovery import Mount, discover
+from .frontend import Frontend
 from .gateway import Gateway
 from .lifecycle import LocalStatus, SharedStatus
 from .log import configure_logging, log_exception
@@ -75,7 +76,13 @@ def create_app(
         engine=lambda: litestar.state.engine,
         timeout=settings.database.ready_timeout,
     )
-    return Gateway(litestar, probes, access_log_enabled=settings.logging.access_log)
+    return Gateway(
+        litestar,
+        probes,
+        access_log_enabled=settings.logging.access_log,
+        frontend=Frontend(settings, fallback=litestar),
+        api_prefix=settings.handlers.prefix,
+    )
 
 
 def app_for_worker(config_file: str, overrides: dict[str, Any], status_file: str | None) -> Gateway:

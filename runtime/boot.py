@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from litestar.exceptions import ImproperlyConfiguredException
 
 from .app import create_app
@@ -10,6 +12,8 @@ from .db import database_url
 from .discovery import Discovery, discover
 from .errors import HandlerError
 from .log import configure_logging
+
+log = logging.getLogger("forge.boot")
 
 
 def prepare(settings: Settings) -> Discovery:
@@ -25,4 +29,14 @@ def prepare(settings: Settings) -> Discovery:
         create_app(settings, found.mounts)
     except ImproperlyConfiguredException as exc:
         raise HandlerError(f"cannot assemble the app: {exc}") from None
+    _warn_if_frontend_missing(settings)
     return found
+
+
+def _warn_if_frontend_missing(settings: Settings) -> None:
+    frontend = settings.frontend
+    if frontend.dev_url is None and not (settings.path(frontend.path) / "index.html").is_file():
+        log.warning(
+            "no frontend build at %s: serving the API only; / explains how to build it",
+            settings.path(frontend.path),
+        )

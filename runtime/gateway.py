@@ -25,11 +25,33 @@ _SAFE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 class Gateway:
     """Wraps the app: probes first, then request ids, access log and accounting."""
 
-    def __init__(self, app: Any, probes: Probes, *, access_log_enabled: bool) -> None:
+    def __init__(
+        self,
+        app: Any,
+        probes: Probes,
+        *,
+        access_log_enabled: bool,
+        frontend: Any = None,
+        api_prefix: str = "",
+    ) -> None:
         self.app = app
         self.probes = probes
         self.access_log_enabled = access_log_enabled
+        self.frontend = frontend
+        # Paths that belong to the handlers and the runtime, never to the frontend.
+        self.api_prefixes = tuple(p for p in ("/_api", api_prefix) if p)
         self.in_flight = 0
+
+    def _target(self, scope: Any) -> Any:
+        if self.frontend is None:
+            return self.app
+        path = scope["path"]
+        for prefix in self.api_prefixes:
+            if path == prefix or path.startswith(prefix + "/"):
+                return self.app
+        if scope["method"] in {"GET", "HEAD"} or self.frontend.proxy is not None:
+            return self.frontend
+        return self.app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -54,7 +76,7 @@ class Gateway:
 
         self.in_flight += 1
         try:
-            await self.app(scope, receive, send_with_id)
+            await self._target(scope)(scope, receive, send_with_id)
         finally:
             self.in_flight -= 1
             if self.access_log_enabled:

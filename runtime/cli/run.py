@@ -12,6 +12,8 @@ import click
 from .. import config
 from ..boot import prepare
 from ..errors import ConfigError
+from ..frontend.build import ensure_built
+from ..log import configure_logging
 from .common import config_option, reports_errors
 
 
@@ -21,6 +23,7 @@ from .common import config_option, reports_errors
 @click.option("--port", type=int, default=None, help="Override [server].port for this run.")
 @click.option("--workers", type=int, default=None, help="Override [server].workers for this run.")
 @click.option("--no-migrate", is_flag=True, help="Serve without applying pending migrations.")
+@click.option("--no-build", is_flag=True, help="Do not build a stale frontend before serving.")
 @reports_errors
 def run(
     config_file: str | None,
@@ -28,6 +31,7 @@ def run(
     port: int | None,
     workers: int | None,
     no_migrate: bool,
+    no_build: bool,
 ) -> None:
     """Boot the app and serve it until SIGTERM.
 
@@ -38,6 +42,9 @@ def run(
 
     overrides = {"server": {"host": host, "port": port, "workers": workers}}
     settings = config.load(config_file, overrides=overrides)
+    configure_logging(settings)
+    if not no_build:
+        ensure_built(settings)
     prepare(settings)
     _check_port_free(settings.server.host, settings.server.port)
 

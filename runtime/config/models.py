@@ -65,6 +65,17 @@ class MigrationsSection(Section):
 
 class FrontendSection(Section):
     path: str = "frontend/build"
+    """The built single-page app, served at ``/``."""
+    spa: bool = True
+    """Answer client-side routes (paths without a file extension) with ``index.html``."""
+    immutable: list[str] = ["_app/immutable/", "assets/"]
+    """Folders of content-hashed files, cached by browsers for a year."""
+    source: str = "frontend"
+    """The frontend's sources, with its package.json."""
+    build: str = "npm ci && npm run build"
+    """How `forge run` builds the frontend when the build is older than its sources."""
+    dev_url: str | None = None
+    """Proxy frontend requests to this dev server (e.g. Vite's) instead of serving files."""
 
 
 class ShutdownSection(Section):
