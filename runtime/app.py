@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +20,7 @@ from .db import create_engine
 from .discovery import Mount, discover
 from .frontend import Frontend
 from .gateway import Gateway
-from .lifecycle import LocalStatus, SharedStatus
+from .lifecycle import DRAIN_SIGNAL, LocalStatus, SharedStatus, report_cut
 from .log import configure_logging, log_exception
 from .probes import Probes
 
@@ -44,13 +46,22 @@ def create_app(
         }
     )
 
+    gateway: Gateway  # assigned below; the lifespan runs later, inside the worker
+
     @asynccontextmanager
-    async def database(app: Litestar) -> AsyncIterator[None]:
+    async def worker_lifespan(app: Litestar) -> AsyncIterator[None]:
         # The engine belongs to the worker's event loop, so it is made here,
         # inside the worker, never in the main process before the fork.
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        if isinstance(status, SharedStatus):
+            asyncio.get_running_loop().add_signal_handler(
+                DRAIN_SIGNAL,
+                gateway.begin_drain,
+                settings.shutdown.drain_timeout,
+                functools.partial(report_cut, status.path),
+            )
         try:
             yield
         finally:
@@ -62,7 +73,7 @@ def create_app(
     litestar = Litestar(
         route_handlers=[handlers],
         dependencies={"ctx": Provide(provide_context)},
-        lifespan=[database],
+        lifespan=[worker_lifespan],
         state=state,
         request_max_body_size=int(settings.server.max_body_size),
         after_exception=[log_exception],
@@ -76,13 +87,14 @@ def create_app(
         engine=lambda: litestar.state.engine,
         timeout=settings.database.ready_timeout,
     )
-    return Gateway(
+    gateway = Gateway(
         litestar,
         probes,
         access_log_enabled=settings.logging.access_log,
         frontend=Frontend(settings, fallback=litestar),
         api_prefix=settings.handlers.prefix,
     )
+    return gateway
 
 
 def app_for_worker(config_file: str, overrides: dict[str, Any], status_file: str | None) -> Gateway:

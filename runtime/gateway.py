@@ -8,15 +8,18 @@ middleware runs, and every request must be counted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .probes import Probes
 
 access_log = logging.getLogger("forge.access")
+drain_log = logging.getLogger("forge.drain")
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
@@ -40,7 +43,10 @@ class Gateway:
         self.frontend = frontend
         # Paths that belong to the handlers and the runtime, never to the frontend.
         self.api_prefixes = tuple(p for p in ("/_api", api_prefix) if p)
-        self.in_flight = 0
+        self.active: dict[asyncio.Task[Any], str] = {}
+        """Requests in flight, by the task serving them: ``"GET /path"``."""
+        self.refusing = False
+        self._cut: set[asyncio.Task[Any]] = set()
 
     def _target(self, scope: Any) -> Any:
         if self.frontend is None:
@@ -61,24 +67,41 @@ class Gateway:
             await probe(scope, receive, send)
             return
 
+        if self.refusing:
+            await _refuse(send)
+            return
+
         request_id = _incoming_request_id(scope) or secrets.token_hex(8)
         scope["forge.request_id"] = request_id
         header = (REQUEST_ID_HEADER, request_id.encode())
         status = 500
         started = time.perf_counter()
+        responded = False
 
         async def send_with_id(message: Any) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
+                responded = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        self.in_flight += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.active[task] = f"{scope['method']} {scope['path']}"
         try:
             await self._target(scope)(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if task not in self._cut:
+                raise
+            # Cut at the drain bound by us: answer if we still can, and let
+            # Granian see a finished request rather than an error.
+            if not responded:
+                await _refuse(send)
+                status = 503
         finally:
-            self.in_flight -= 1
+            del self.active[task]
+            self._cut.discard(task)
             if self.access_log_enabled:
                 access_log.info(
                     "%s %s %d %.1fms",
@@ -88,6 +111,44 @@ class Gateway:
                     (time.perf_counter() - started) * 1000,
                     extra={"request_id": request_id},
                 )
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.active)
+
+    def begin_drain(self, timeout: float, on_cut: Callable[[list[str]], None]) -> None:
+        """Refuse new requests; cancel those still running after `timeout` seconds."""
+        if self.refusing:
+            return
+        self.refusing = True
+        asyncio.get_running_loop().create_task(self._enforce_bound(timeout, on_cut))
+
+    async def _enforce_bound(self, timeout: float, on_cut: Callable[[list[str]], None]) -> None:
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if not self.active:
+            return
+        cut = list(self.active.values())
+        for task, request in list(self.active.items()):
+            drain_log.error("cut at the drain bound (%gs): %s", timeout, request)
+            self._cut.add(task)
+            task.cancel()
+        on_cut(cut)
+
+
+_DRAINING_BODY = b'{"error":"draining"}'
+_DRAINING_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_DRAINING_BODY)).encode()),
+    (b"connection", b"close"),
+    (b"retry-after", b"1"),
+]
+
+
+async def _refuse(send: Any) -> None:
+    await send({"type": "http.response.start", "status": 503, "headers": _DRAINING_HEADERS})
+    await send({"type": "http.response.body", "body": _DRAINING_BODY})
 
 
 def _incoming_request_id(scope: Any) -> str | None:

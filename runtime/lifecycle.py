@@ -8,11 +8,28 @@ worker processes and however they were started.
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import logging
 import mmap
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .cluster.registry import NodeInfo, Registry
+from .db import create_engine
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+log = logging.getLogger("forge.node")
+
+DRAIN_SIGNAL = signal.SIGUSR1
+"""Sent by the main process to its workers: refuse new requests, finish the rest."""
 
 
 class NodeStatus(enum.IntEnum):
@@ -50,8 +67,23 @@ class SharedStatus:
         self._map[0] = status
 
     def remove(self) -> None:
-        self._map.close()
+        if not self._map.closed:
+            self._map.close()
         self.path.unlink(missing_ok=True)
+        for report in self.path.parent.glob(f"{self.path.name}.cut.*"):
+            report.unlink(missing_ok=True)
+
+
+def report_cut(status_path: Path, paths: list[str]) -> None:
+    """Called by a worker that cut requests at the drain bound, for the exit code."""
+    report = status_path.with_name(f"{status_path.name}.cut.{os.getpid()}")
+    report.write_text("\n".join(paths) + "\n")
+
+
+def cut_reports(status_path: Path) -> int:
+    """How many requests the workers cut at the drain bound."""
+    reports = status_path.parent.glob(f"{status_path.name}.cut.*")
+    return sum(len(report.read_text().splitlines()) for report in reports)
 
 
 class LocalStatus:
@@ -65,3 +97,122 @@ class LocalStatus:
 
     def set(self, status: NodeStatus) -> None:
         self._status = status
+
+
+class Node:
+    """The node's life in its main process: boot, heartbeat, deregistration.
+
+    It runs its own event loop on a thread, beside Granian's supervisor loop on
+    the main thread, so that signals are always handled at once.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        status: SharedStatus,
+        *,
+        boot: Callable[[], Awaitable[object]] | None,
+        on_ready: Callable[[], None],
+        on_failure: Callable[[BaseException], None],
+    ) -> None:
+        self.settings = settings
+        self.status = status
+        self._boot = boot
+        self._on_ready = on_ready
+        self._on_failure = on_failure
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="forge-node", daemon=True)
+        self._started = threading.Event()
+        self.registry: Registry | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+
+    def mark_draining(self, timeout: float = 2.0) -> None:
+        """Readiness turns 503 at once; the registry row follows (bounded wait)."""
+        self.status.set(NodeStatus.DRAINING)
+        self._call(self._heartbeat_once(), timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Deregister and close the pool; returns when done or after `timeout`."""
+        if self._loop is not None and self._stop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        self.status.set(NodeStatus.STOPPED)
+
+    def _call(self, coroutine: Coroutine[Any, Any, object], timeout: float) -> None:
+        if self._loop is None or not self._loop.is_running():
+            coroutine.close()
+            return
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            future.result(timeout)
+        except Exception as exc:  # the registry is informative; never block a drain on it
+            log.warning("could not update the node registry: %s", _describe(exc))
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._started.set()
+        try:
+            if self._boot is not None:
+                await self._boot()
+        except BaseException as exc:
+            self._on_failure(exc)
+            return
+        engine = create_engine(self.settings, pool_size=1)
+        self.registry = Registry(
+            engine, NodeInfo.describe(self.settings), self.settings.cluster.dead_after
+        )
+        try:
+            await self._heartbeat_once()
+            if self.status.get() is NodeStatus.STARTING:
+                self.status.set(NodeStatus.READY)
+                self._on_ready()
+            await self._beat_until_stopped()
+            try:
+                await self.registry.deregister()
+            except Exception as exc:
+                log.warning("could not deregister the node: %s", _describe(exc))
+        finally:
+            await engine.dispose()
+
+    async def _beat_until_stopped(self) -> None:
+        assert self._stop is not None
+        interval = self.settings.cluster.heartbeat_interval
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), interval)
+                break
+            except TimeoutError:
+                pass
+            await self._heartbeat_once()
+            await self._reap()
+
+    async def _heartbeat_once(self) -> None:
+        if self.registry is None:
+            return
+        try:
+            await self.registry.heartbeat(self.status.get().label)
+        except Exception as exc:
+            log.warning("node heartbeat failed: %s", _describe(exc))
+
+    async def _reap(self) -> None:
+        assert self.registry is not None
+        try:
+            reaped = await self.registry.reap()
+        except Exception as exc:
+            log.warning("reaping dead nodes failed: %s", _describe(exc))
+            return
+        for node_id in reaped:
+            log.warning("reaped node %s: no heartbeat for %ss", node_id, self.registry.dead_after)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

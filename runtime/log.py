@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import Settings
 
-_FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(request)s %(message)s"
+_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s%(request)s %(message)s"
 
 
 class _Formatter(logging.Formatter):

@@ -1,18 +1,28 @@
-"""Run the app on Granian, with the node's boot and shutdown around the workers.
+"""Run the app on Granian, with the node's boot and drain around the workers.
 
 Granian's main process binds the socket and supervises worker processes; each
 worker builds the app (`runtime.app.app_for_worker`) and serves it. This module
-adds what Granian lacks: a boot sequence that runs while the workers already
-answer health probes, and a readiness state that every worker sees.
+adds what Granian lacks:
+
+- a boot (migrations, registration) that runs while workers already answer
+  ``/_api/health``, with ``/_api/ready`` at 503 until it is done;
+- a drain on SIGTERM or SIGINT: readiness 503 and registry ``draining`` at
+  once, ``[shutdown].delay`` of normal service so load balancers notice, then
+  workers refuse new requests while in-flight ones finish within
+  ``[shutdown].drain_timeout``, then deregistration; a second signal exits at
+  once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
-import threading
-from collections.abc import Callable
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from granian.constants import Interfaces, Loops
@@ -20,47 +30,89 @@ from granian.log import LogLevels
 from granian.server import MPServer
 
 from .config import Settings
-from .lifecycle import NodeStatus, SharedStatus
+from .lifecycle import DRAIN_SIGNAL, Node, SharedStatus, cut_reports
 
 log = logging.getLogger("forge.server")
 
-BootStep = Callable[[], None]
+# Past the drain bound, workers cancel what still runs; this is the margin for
+# them to do that and exit before Granian kills them.
+KILL_MARGIN = 2
 
 
 class NodeServer(MPServer):
-    """Granian's multi-process server, running the node's boot beside the workers."""
+    """Granian's multi-process server with the node's boot and drain around it."""
 
-    def __init__(self, *, boot: BootStep, on_ready: Callable[[], None], **options: Any) -> None:
+    def __init__(self, *, settings: Settings, status: SharedStatus, node: Node, **options: Any):
         super().__init__(**options)
-        self._boot = boot
-        self._on_ready = on_ready
+        self.settings = settings
+        self.status = status
+        self.node = node
         self.boot_error: BaseException | None = None
+        self.exit_code = 0
+
+    def boot_failed(self, error: BaseException) -> None:
+        """Called from the node's thread: stop serving, exit non-zero."""
+        self.boot_error = error
+        log.error("boot failed: %s", error)
+        self.interrupt_signal = True
+        self.main_loop_interrupt.set()
 
     def _serve(self, spawn_target: Any, target_loader: Any) -> None:
+        # Workers inherit "ignore" until their event loop takes the signal over,
+        # so an early drain signal cannot kill a worker that is still starting.
+        signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)
         self.startup(spawn_target, target_loader)
-        threading.Thread(target=self._run_boot, name="forge-boot", daemon=True).start()
+        self.node.start()
         self._serve_loop(spawn_target, target_loader)
-        self.shutdown(exit_code=1 if self.boot_error else 0)
+        self.exit_code = self._drain()
 
-    def _run_boot(self) -> None:
+    def _drain(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._exit_now)
+        started = time.monotonic()
+        shutdown = self.settings.shutdown
+        if self.boot_error is None:
+            log.info("draining: readiness is 503 from now on")
+            self.node.mark_draining()
+            if shutdown.delay:
+                time.sleep(shutdown.delay)
+        for worker in self.wrks:
+            if worker.inner.pid:
+                os.kill(worker.inner.pid, DRAIN_SIGNAL)
+        self.workers_kill_timeout = math.ceil(shutdown.drain_timeout) + KILL_MARGIN
+        crashed = False
         try:
-            self._boot()
-        except BaseException as exc:
-            self.boot_error = exc
-            log.error("%s", exc)
-            self.interrupt_signal = True
-            self.main_loop_interrupt.set()
-            return
-        self._on_ready()
+            self.shutdown()
+        except SystemExit as exc:  # Granian exits 1 when a worker had crashed
+            crashed = bool(exc.code)
+        cut = cut_reports(self.status.path)
+        self.node.stop()
+        log.info("stopped after %.0f ms of draining", (time.monotonic() - started) * 1000)
+        if cut:
+            log.error("%d request(s) were cut at the drain bound", cut)
+        return 1 if (self.boot_error or cut or crashed) else 0
+
+    def _exit_now(self, signum: int, _frame: Any) -> None:
+        log.warning("second %s: exiting at once", signal.Signals(signum).name)
+        for worker in self.wrks:
+            if worker.inner.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.inner.pid, signal.SIGKILL)
+        self.status.remove()
+        os._exit(128 + signum)
 
 
-def serve(settings: Settings, overrides: dict[str, Any], boot: BootStep) -> int:
-    """Serve until SIGTERM or SIGINT; the process's exit code."""
+def serve(
+    settings: Settings,
+    overrides: dict[str, Any],
+    boot: Callable[[], Awaitable[object]] | None,
+) -> int:
+    """Serve until SIGTERM or SIGINT, then drain; the process's exit code."""
     status = SharedStatus.create()
     loader = functools.partial(_load_app, str(settings.source_file), overrides, str(status.path))
+    server: NodeServer | None = None
 
     def on_ready() -> None:
-        status.set(NodeStatus.READY)
         host = settings.server.host
         shown = f"[{host}]" if ":" in host else host
         workers = settings.server.workers
@@ -71,9 +123,15 @@ def serve(settings: Settings, overrides: dict[str, Any], boot: BootStep) -> int:
             flush=True,
         )
 
+    def on_failure(error: BaseException) -> None:
+        assert server is not None
+        server.boot_failed(error)
+
+    node = Node(settings, status, boot=boot, on_ready=on_ready, on_failure=on_failure)
     server = NodeServer(
-        boot=boot,
-        on_ready=on_ready,
+        settings=settings,
+        status=status,
+        node=node,
         target="runtime.app:app_for_worker",
         address=settings.server.host,
         port=settings.server.port,
@@ -83,16 +141,13 @@ def serve(settings: Settings, overrides: dict[str, Any], boot: BootStep) -> int:
         log_level=LogLevels.warning,
         log_access=False,
         # Granian waits forever for a worker that will not stop unless told otherwise.
-        workers_kill_timeout=max(1, math.ceil(settings.shutdown.drain_timeout)),
+        workers_kill_timeout=math.ceil(settings.shutdown.drain_timeout) + KILL_MARGIN,
     )
     try:
         server.serve(target_loader=loader, wrap_loader=False)
-    except SystemExit as exc:
-        return int(exc.code or 0)
     finally:
-        status.set(NodeStatus.STOPPED)
         status.remove()
-    return 1 if server.boot_error else 0
+    return server.exit_code
 
 
 def _load_app(config_file: str, overrides: dict[str, Any], status_file: str) -> Any:

@@ -83,6 +83,15 @@ class ShutdownSection(Section):
     drain_timeout: Duration = 30.0
 
 
+class ClusterSection(Section):
+    heartbeat_interval: Duration = 5.0
+    """How often a node refreshes its row in ``forge_nodes``."""
+    dead_after: Duration = 15.0
+    """A node silent for this long is presumed dead and reaped by its peers."""
+    address: str | None = None
+    """The address peers reach this node at; default: the host's address."""
+
+
 class LoggingSection(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = True
@@ -118,6 +127,7 @@ class Settings(BaseSettings):
     migrations: MigrationsSection = MigrationsSection()
     frontend: FrontendSection = FrontendSection()
     shutdown: ShutdownSection = ShutdownSection()
+    cluster: ClusterSection = ClusterSection()
     logging: LoggingSection = LoggingSection()
     env: dict[str, EnvValue] = {}
 

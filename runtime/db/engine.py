@@ -57,7 +57,11 @@ def is_sqlite(url: URL) -> bool:
 
 
 def create_engine(
-    settings: Settings, *, pooled: bool = True, application_name: str | None = None
+    settings: Settings,
+    *,
+    pooled: bool = True,
+    pool_size: int | None = None,
+    application_name: str | None = None,
 ) -> AsyncEngine:
     """The engine for `settings`; ``pooled=False`` for one-off connections such as locks.
 
@@ -77,8 +81,8 @@ def create_engine(
         options["poolclass"] = NullPool
     else:
         options.update(
-            pool_size=db.pool_size,
-            max_overflow=db.max_overflow,
+            pool_size=pool_size or db.pool_size,
+            max_overflow=0 if pool_size else db.max_overflow,
             pool_timeout=db.pool_timeout,
         )
     engine = create_async_engine(url, **options)

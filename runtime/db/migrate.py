@@ -164,6 +164,8 @@ class Migrator:
 
     def head(self) -> str | None:
         """The app's newest revision in the code."""
+        if not self.app.directory.is_dir():
+            return None
         heads = self._scripts(self.app).get_heads()
         if len(heads) > 1:
             raise MigrationError(f"the app's revisions have several heads: {', '.join(heads)}")
@@ -172,6 +174,8 @@ class Migrator:
     # Alembic is synchronous; these run on the connection's thread of control.
 
     def _upgrade(self, connection: Connection, chain: Chain, report: Report) -> None:
+        if not chain.directory.is_dir():
+            return  # an app without migrations
         scripts = self._scripts(chain)
         unknown = _unknown_heads(connection, chain, scripts)
         if unknown:
@@ -202,6 +206,8 @@ class Migrator:
         self._run(connection, chain, scripts, steps, report, "up")
 
     def _downgrade(self, connection: Connection, chain: Chain, target: str, report: Report) -> None:
+        if not chain.directory.is_dir():
+            raise MigrationError(f"nothing to roll back: {chain.directory} does not exist")
         scripts = self._scripts(chain)
         unknown = _unknown_heads(connection, chain, scripts)
         if unknown:
@@ -306,6 +312,8 @@ class Migrator:
         rows: list[RevisionStatus] = []
         unknown: dict[str, list[str]] = {}
         for chain in (self.runtime, self.app):
+            if not chain.directory.is_dir():
+                continue
             scripts = self._scripts(chain)
             heads = _current_heads(connection, chain)
             unknown[chain.name] = _unknown_heads(connection, chain, scripts)

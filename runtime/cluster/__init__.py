@@ -1,0 +1,1 @@
+"""The cluster: nodes that share one database and know of each other through it."""
