@@ -170,10 +170,10 @@ class Node:
             engine, NodeInfo.describe(self.settings), self.settings.cluster.dead_after
         )
         try:
-            await self._heartbeat_once()
             if self.status.get() is NodeStatus.STARTING:
                 self.status.set(NodeStatus.READY)
-                self._on_ready()
+            await self._heartbeat_once()
+            self._on_ready()
             await self._beat_until_stopped()
             try:
                 await self.registry.deregister()

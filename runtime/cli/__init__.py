@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .migrate import migrate, migrate_fresh, migrate_new, migrate_rollback, migrate_status
+from .nodes import nodes
 from .run import run
 
 
@@ -21,5 +22,6 @@ main.add_command(migrate_status)
 main.add_command(migrate_rollback)
 main.add_command(migrate_fresh)
 main.add_command(migrate_new)
+main.add_command(nodes)
 
 __all__ = ["main"]

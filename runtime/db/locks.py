@@ -28,6 +28,8 @@ MIGRATION_LOCK_KEY = 0x464F524745
 
 POLL_INTERVAL = 0.25
 REPORT_INTERVAL = 5.0
+CLIENT_CHECK_INTERVAL_MS = 1000
+"""How often the lock's backend checks, during a statement, that its client is alive."""
 
 
 class LockTimeout(ForgeError):
@@ -42,6 +44,7 @@ class PostgresLock:
         self.key = key
 
     async def acquire(self, timeout: float) -> None:
+        await self._die_with_client()
         started = time.monotonic()
         reported = started
         while True:
@@ -87,6 +90,19 @@ class PostgresLock:
         where = f" from {address}" if address else ""
         name = f" ({application})" if application else ""
         return f"backend pid {pid}{name}{where}"
+
+    async def _die_with_client(self) -> None:
+        # A backend notices that its client is gone only when it next talks to
+        # it: a node killed during a long revision would keep the lock (and the
+        # revision's transaction) until the statement ends. PostgreSQL 14+ can
+        # poll the socket while a statement runs, and cancel it.
+        version = self.connection.dialect.server_version_info or (0,)
+        if version >= (14,):
+            await self.connection.execute(
+                text("SELECT set_config('client_connection_check_interval', :ms, false)"),
+                {"ms": str(CLIENT_CHECK_INTERVAL_MS)},
+            )
+            await self.connection.commit()
 
     async def _scalar(self, sql: str) -> object:
         return (await self.connection.execute(text(sql), {"key": self.key})).scalar()

@@ -1,0 +1,67 @@
+"""``forge nodes``: the cluster as the node registry sees it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from .. import config
+from ..cluster.registry import NodeRow, list_nodes, now
+from ..db import create_engine
+from ..log import configure_logging
+from .common import config_option, reports_errors
+
+
+@click.command("nodes")
+@config_option
+@reports_errors
+def nodes(config_file: str | None) -> None:
+    """List the nodes of the cluster: id, host, status, age, last heartbeat."""
+    settings = config.load(config_file)
+    configure_logging(settings)
+
+    async def fetch() -> list[NodeRow]:
+        engine = create_engine(settings, pooled=False)
+        try:
+            return await list_nodes(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        rows = asyncio.run(fetch())
+    except (ProgrammingError, OperationalError) as exc:
+        if "forge_nodes" not in str(exc):
+            raise
+        click.echo("no nodes: the runtime's tables do not exist yet (run forge migrate)")
+        return
+    if not rows:
+        click.echo("no nodes are running")
+        return
+    current = now()
+    header = f"{'id':40} {'address':22} {'pid':>7} {'status':9} {'age':>8} {'heartbeat':>10}"
+    click.echo(header)
+    for row in rows:
+        age = (current - _aware(row.started_at)).total_seconds()
+        beat = (current - _aware(row.last_heartbeat)).total_seconds()
+        click.echo(
+            f"{row.id:40} {row.address + ':' + str(row.port):22} {row.pid:>7} {row.status:9} "
+            f"{_span(age):>8} {_span(beat) + ' ago':>10}"
+        )
+    click.echo(f"{len(rows)} node(s)")
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
