@@ -173,7 +173,8 @@ class Node:
             if self.status.get() is NodeStatus.STARTING:
                 self.status.set(NodeStatus.READY)
             await self._heartbeat_once()
-            self._on_ready()
+            if self.status.get() is NodeStatus.READY:
+                self._on_ready()
             await self._beat_until_stopped()
             try:
                 await self.registry.deregister()
