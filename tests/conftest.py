@@ -57,7 +57,7 @@ class Node:
     def output(self) -> str:
         return self.log_file.read_text(errors="replace")
 
-    def wait_until(self, predicate, timeout: float = 30, what: str = "condition") -> None:  # noqa: ANN001
+    def wait_until(self, predicate, timeout: float = 30, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -107,12 +107,17 @@ class Project:
         base = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith("FORGE_") and key not in {"DATABASE_URL", "PORT", "HOST", "APP_ENV"}
+            if not key.startswith("FORGE_")
+            and key not in {"DATABASE_URL", "PORT", "HOST", "APP_ENV"}
         }
         return {**base, "PYTHONUNBUFFERED": "1", **self.env, **(extra or {})}
 
     def forge(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: str | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "runtime", *args],
@@ -166,7 +171,9 @@ def project(tmp_path: Path) -> Iterator[Project]:
     """A copy of the demo app (handlers and migrations) with a small forge.toml."""
     root = tmp_path / "app"
     root.mkdir()
-    shutil.copytree(REPO / "handlers", root / "handlers", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "handlers", root / "handlers", ignore=shutil.ignore_patterns("__pycache__")
+    )
     if (REPO / "migrations").is_dir():
         shutil.copytree(
             REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__")

@@ -2,7 +2,8 @@
 
 The gateway hands this app every GET and HEAD outside ``/_api/`` and the
 handlers' prefix. A request for a file gets the file; a client-side route
-(a path without a file extension) gets ``index.html``; a missing asset gets 404.
+(a path without a file extension) gets ``index.html``; a missing asset, or a
+path trying to step out of the build (``..``, ``//``, backslash, NUL), gets 404.
 """
 
 from __future__ import annotations
@@ -53,24 +54,32 @@ class Frontend:
             self.proxy = DevProxy(frontend.dev_url)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.proxy is not None:
-            await self.proxy(scope, receive, send)
-            return
-        path = scope["path"]
-        file = self.build.resolve(path, scope.get("raw_path"))
-        if file is not None:
-            await self._send(scope, send, file)
-            return
+        if self.proxy is None:
+            file = self.build.resolve(scope["path"], scope.get("raw_path"))
+            if file is not None:
+                await self._send(scope, send, file)
+                return
+            answer = self._client_route(scope)
+        else:
+            answer = self._proxied(scope, receive)
         if self.routes_at_root:
             # Handlers are mounted at "/" too: a path is the frontend's only if
             # no handler claims it.
-            await self.fallback(scope, receive, _FallbackOn404(send, self._client_route(scope)))
+            await self.fallback(scope, receive, _FallbackOn404(send, answer, scope))
             return
-        await self._client_route(scope)(send)
+        await answer(send)
+
+    def _proxied(self, scope: Any, receive: Any) -> Any:
+        async def answer(send: Any) -> None:
+            await self.proxy(scope, receive, send)
+
+        return answer
 
     def _client_route(self, scope: Any) -> Any:
+        path = scope["path"]
+
         async def answer(send: Any) -> None:
-            if not (self.spa and is_client_route(scope["path"])):
+            if not (self.spa and is_client_route(path)) or self.build.refuses(path):
                 await _plain(send, scope, 404, _NOT_FOUND, b"text/plain; charset=utf-8")
                 return
             index = self.build.resolve("/index.html")
@@ -96,15 +105,24 @@ class Frontend:
 
 
 class _FallbackOn404:
-    """A `send` that swallows the router's 404 and answers the client route instead."""
+    """A `send` that swallows the router's 404 and answers the client route instead.
 
-    def __init__(self, send: Any, answer: Any) -> None:
+    Only the 404 for a path no handler matched: Litestar records the matched
+    handler in the scope, and a handler's own 404 ("note 7 not found") stands.
+    """
+
+    def __init__(self, send: Any, answer: Any, scope: Any) -> None:
         self.send = send
         self.answer = answer
+        self.scope = scope
         self.swallowing = False
 
     async def __call__(self, message: Any) -> None:
-        if message["type"] == "http.response.start" and message["status"] == 404:
+        if (
+            message["type"] == "http.response.start"
+            and message["status"] == 404
+            and "route_handler" not in self.scope
+        ):
             self.swallowing = True
             await self.answer(self.send)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,11 +40,20 @@ def _source_files(source: Path, build: Path) -> list[Path]:
     return files
 
 
+def _uses_npm(command: str) -> bool:
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    return "npm" in words
+
+
 def ensure_built(settings: Settings) -> None:
     """Run ``[frontend].build`` in ``[frontend].source`` if the build is stale.
 
-    The build's output streams to the terminal. No npm: a warning, and the API
-    is served without a fresh frontend.
+    The build's output streams to the terminal. A build command that runs npm
+    when npm is not installed: a warning, and the API is served without a fresh
+    frontend.
     """
     frontend = settings.frontend
     source = settings.path(frontend.source)
@@ -52,7 +62,7 @@ def ensure_built(settings: Settings) -> None:
     build = settings.path(frontend.path)
     if not needs_build(source, build):
         return
-    if shutil.which("npm") is None:
+    if _uses_npm(frontend.build) and shutil.which("npm") is None:
         log.warning(
             "the frontend in %s is not built and npm is not installed; serving the API only "
             "(install Node.js, or build the frontend elsewhere)",

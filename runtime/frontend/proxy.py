@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -40,7 +41,9 @@ class DevProxy:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        url = self.base_url + scope["path"]
+        # The path as the client sent it: decoded, an escaped "?" or "#" would end it.
+        raw_path = scope.get("raw_path")
+        url = self.base_url + (raw_path.decode("latin-1") if raw_path else quote(scope["path"]))
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 IMMUTABLE = b"public, max-age=31536000, immutable"
 REVALIDATE = b"no-cache"
@@ -87,11 +88,8 @@ class BuildDirectory:
         """The regular file inside the build directory for `request_path`, or None."""
         if raw_path is not None and _ENCODED_SEPARATOR.search(raw_path):
             return None  # %2F, %5C or %00 in the original URL: never a file of ours
-        relative = request_path.lstrip("/")
-        if relative == "" or relative.endswith("/"):
-            relative += "index.html"
-        parts = relative.split("/")
-        if any(part in {"", ".", ".."} or "\\" in part or "\x00" in part for part in parts):
+        parts = _segments(request_path)
+        if parts is None:
             return None
         candidate = self.root.joinpath(*parts)
         try:
@@ -101,6 +99,18 @@ class BuildDirectory:
         if not real.is_relative_to(self.root) or not real.is_file():
             return None  # a symlink pointing outside the build, or a directory
         return real
+
+    def refuses(self, request_path: str) -> bool:
+        """Whether `request_path` is no client route either: it tries to step out of the
+        build, or names an entry of the build that is not served (a symlink leading out)."""
+        parts = _segments(request_path)
+        if parts is None:
+            return True
+        try:
+            real = self.root.joinpath(*parts).resolve(strict=True)
+        except (OSError, RuntimeError):
+            return False  # nothing there: a route of the app
+        return not real.is_relative_to(self.root)
 
     def choose(self, path: Path, accept_encoding: str) -> StaticFile:
         """`path`, or a precompressed sibling the client accepts."""
@@ -122,6 +132,20 @@ class BuildDirectory:
     def cache_control(self, path: Path) -> bytes:
         relative = path.relative_to(self.root).as_posix()
         return IMMUTABLE if relative.startswith(self.immutable_prefixes) else REVALIDATE
+
+
+def _segments(request_path: str) -> list[str] | None:
+    """The segments of `request_path` below the build's root, or None if one of them
+    is empty, ``.`` or ``..`` (also once more percent-decoded), or holds a backslash or NUL."""
+    relative = request_path.removeprefix("/")
+    if relative == "" or relative.endswith("/"):
+        relative += "index.html"
+    parts = relative.split("/")
+    for part in parts:
+        for form in (part, unquote(part)):
+            if form in {"", ".", ".."} or "\\" in form or "\x00" in form:
+                return None
+    return parts
 
 
 def _accepted_encodings(header: str) -> set[str]:

@@ -1,0 +1,192 @@
+"""The demo SvelteKit app in a real browser, served by a real `forge run`.
+
+The demo frontend is built once per session (only when its build is missing or
+older than its sources); Chromium is driven through Playwright.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, Node, Project, skip_or_fail
+
+from runtime.frontend.build import needs_build
+
+FRONTEND = REPO / "frontend"
+CHROMIUM = Path(os.environ.get("FORGE_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def demo_build() -> Path:
+    """frontend/build, rebuilt with npm if it is missing or older than its sources."""
+    build = FRONTEND / "build"
+    if needs_build(FRONTEND, build):
+        npm = shutil.which("npm")
+        if npm is None:
+            skip_or_fail("npm is not installed, and the demo frontend needs building")
+        commands = []
+        installed = FRONTEND / "node_modules" / ".package-lock.json"
+        lock = FRONTEND / "package-lock.json"
+        if not installed.is_file() or installed.stat().st_mtime < lock.stat().st_mtime:
+            commands.append([npm, "ci"])
+        commands.append([npm, "run", "build"])
+        for command in commands:
+            result = subprocess.run(
+                command, cwd=FRONTEND, capture_output=True, text=True, timeout=600, check=False
+            )
+            assert result.returncode == 0, (
+                f"{' '.join(command)} failed in {FRONTEND}:\n{result.stdout}\n{result.stderr}"
+            )
+    assert (build / "index.html").is_file(), f"no index.html in {build}"
+    return build
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        skip_or_fail(f"Chromium is not installed at {CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("Playwright is not installed")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def demo_node(project: Project, demo_build: Path) -> Node:
+    project.write(
+        "forge.toml",
+        (project.root / "forge.toml").read_text() + f'\n[frontend]\npath = "{demo_build}"\n',
+    )
+    node = project.start("--no-build")
+    node.wait_ready()
+    return node
+
+
+def test_demo_app_in_a_browser(browser: Any, demo_node: Node, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    node = demo_node
+    context = browser.new_context(base_url=node.url)
+    page = context.new_page()
+
+    problems: list[str] = []
+    documents: list[str] = []
+
+    def on_console(message: Any) -> None:
+        if message.type in {"error", "warning"}:
+            problems.append(f"console {message.type}: {message.text} ({message.location})")
+
+    def on_response(response: Any) -> None:
+        if response.status >= 400:
+            problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
+
+    def on_request(request: Any) -> None:
+        if request.resource_type == "document":
+            documents.append(request.url)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on(
+        "requestfailed",
+        lambda request: problems.append(
+            f"request failed: {request.method} {request.url}: {request.failure}"
+        ),
+    )
+    page.on("response", on_response)
+    page.on("request", on_request)
+
+    title = f"Browser note {uuid.uuid4().hex[:8]}"
+    body = "Written by Playwright.\nSecond line."
+
+    def expect_status_page() -> None:
+        expect(page).to_have_title("Node status")
+        ready = page.get_by_test_id("status-ready")
+        expect(ready).to_have_text("ready")
+        expect(ready).to_have_attribute("data-ready", "true")
+        expect(page.get_by_test_id("status-database")).to_have_text("connected")
+        expect(page.get_by_test_id("status-version")).to_have_text("9.9.9")
+        expect(page.get_by_test_id("greeting")).to_have_text("Howdy, world!")
+
+    def flow() -> None:
+        page.goto("/")
+        expect(page).to_have_title("Notes")
+        expect(page.get_by_test_id("note-list")).to_have_attribute("aria-busy", "false")
+        expect(page.get_by_text("No notes yet")).to_be_visible()
+        assert documents == [node.url + "/"]
+
+        # A client-side navigation: no new document is requested.
+        page.get_by_role("link", name="Status").click()
+        expect(page).to_have_url(node.url + "/status")
+        expect_status_page()
+        assert documents == [node.url + "/"], "the nav link loaded a new document"
+
+        # A reload on the deep link: the server answers /status with index.html.
+        page.reload()
+        expect_status_page()
+        assert documents[-1] == node.url + "/status"
+
+        page.go_back()
+        expect(page).to_have_url(node.url + "/")
+        expect(page).to_have_title("Notes")
+
+        page.get_by_test_id("note-title-input").fill(title)
+        page.get_by_test_id("note-body-input").fill(body)
+        page.get_by_test_id("note-submit").click()
+        item = page.get_by_test_id("note-item").filter(has_text=title)
+        expect(item).to_have_count(1)
+        expect(page.get_by_test_id("note-title-input")).to_have_value("")
+        notes = node.get("/api/notes").json()
+        assert [(note["title"], note["body"]) for note in notes] == [(title, body)]
+        note_id = notes[0]["id"]
+
+        item.get_by_role("link", name=title).click()
+        expect(page).to_have_url(f"{node.url}/notes/{note_id}")
+        detail = page.get_by_test_id("note-detail")
+        expect(detail.get_by_role("heading", name=title)).to_be_visible()
+        expect(detail).to_contain_text("Second line.")
+
+        # The dynamic route as a deep link.
+        page.reload()
+        expect(detail.get_by_role("heading", name=title)).to_be_visible()
+        expect(page.get_by_test_id("error")).to_have_count(0)
+
+        assert problems == [], "\n".join(problems)
+
+    screenshot = tmp_path / "failure.png"
+    try:
+        flow()
+    except Exception as exc:
+        try:
+            page.screenshot(path=str(screenshot), full_page=True)
+            saved = f"screenshot: {screenshot}"
+        except Exception as shot_error:
+            saved = f"no screenshot ({shot_error})"
+        raise AssertionError(
+            f"{exc}\n{saved}\nat {page.url}\nproblems so far: {problems}\n"
+            f"forge output (tail):\n{node.output()[-3000:]}"
+        ) from exc
+    finally:
+        context.close()
