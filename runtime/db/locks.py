@@ -68,6 +68,10 @@ class PostgresLock:
             await asyncio.sleep(POLL_INTERVAL)
 
     async def release(self) -> None:
+        # A failure under the lock may have left a transaction aborted, where
+        # the unlock would fail too and hide the failure.
+        if self.connection.in_transaction():
+            await self.connection.rollback()
         await self._scalar("SELECT pg_advisory_unlock(:key)")
         await self.connection.commit()
 

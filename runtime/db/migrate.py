@@ -25,12 +25,14 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, inspect
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..config import Settings
 from ..errors import ForgeError
+from ..redact import redact_url
 from .engine import create_engine, database_url, is_sqlite
 from .locks import FileLock, PostgresLock
 from .revisions import RevisionFileError, Revisions
@@ -113,7 +115,8 @@ class Migrator:
         )
         timeout = self.settings.database.migration_lock_timeout
         try:
-            async with engine.connect() as connection:
+            connection = await _connect(engine, self.settings.database.url)
+            try:
                 if is_sqlite(self.url):
                     lock: FileLock | PostgresLock = FileLock(
                         Path(f"{self.url.database}.migrate.lock")
@@ -125,6 +128,8 @@ class Migrator:
                     yield connection
                 finally:
                     await lock.release()
+            finally:
+                await connection.close()
         finally:
             await engine.dispose()
 
@@ -339,6 +344,19 @@ class Migrator:
         return rows, unknown
 
 
+async def _connect(engine: AsyncEngine, raw_url: str) -> AsyncConnection:
+    """A connection, or a `MigrationError` that says why there is none (not a traceback)."""
+    connection = engine.connect()
+    try:
+        await connection.start()
+    except (OSError, SQLAlchemyError) as exc:
+        raise MigrationError(
+            f"cannot connect to the database {redact_url(raw_url)}: {_reason(exc)}",
+            hint="check [database].url (or DATABASE_URL), and that the database is up",
+        ) from None
+    return connection
+
+
 def _current_heads(connection: Connection, chain: Chain) -> tuple[str, ...]:
     context = MigrationContext.configure(connection, opts={"version_table": chain.version_table})
     heads = context.get_current_heads()
@@ -384,14 +402,36 @@ def _is_app_object(obj: Any, name: str | None, type_: str, reflected: bool, _com
 
 
 def _drop_everything(connection: Connection) -> None:
-    metadata = MetaData()
-    metadata.reflect(connection)
-    metadata.drop_all(connection)
+    # Views first: on PostgreSQL a view keeps the tables it reads from being dropped.
+    quote = connection.dialect.identifier_preparer.quote
+    postgres = connection.dialect.name == "postgresql"
+    cascade = " CASCADE" if postgres else ""
+    try:
+        inspector = inspect(connection)
+        views = [("VIEW", name) for name in inspector.get_view_names()]
+        if postgres:
+            materialized = inspector.get_materialized_view_names()
+            views += [("MATERIALIZED VIEW", name) for name in materialized]
+        for kind, name in views:
+            connection.exec_driver_sql(f"DROP {kind} IF EXISTS {quote(name)}{cascade}")
+        metadata = MetaData()
+        metadata.reflect(connection)
+        metadata.drop_all(connection)
+    except SQLAlchemyError as exc:
+        raise MigrationError(
+            f"cannot drop every table: {_reason(exc)}",
+            hint="drop what stands in the way by hand, then run migrate:fresh again",
+        ) from exc
     connection.commit()
 
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of what the database driver said, without SQLAlchemy's wrapping."""
+    return _first_line(exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc)
 
 
 def _whoami() -> str:

@@ -1,0 +1,643 @@
+"""The migration system end to end: real `forge` processes against real SQLite files and
+real PostgreSQL databases, checked by reading the database from the test process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from conftest import Node, Project, free_port
+
+from runtime.db.locks import MIGRATION_LOCK_KEY
+
+DEMO_HEAD = "0002_index_notes_created_at"
+UNKNOWN_REVISION = "ffffdeadbeef"
+
+LOG_SQL = """
+    -- Log that this revision ran.
+    -- @up
+    CREATE TABLE migration_log (revision VARCHAR(40) NOT NULL);
+    INSERT INTO migration_log (revision) VALUES ('0003_log');
+
+    -- @down
+    DROP TABLE migration_log;
+"""
+
+LOG_PY = '''
+    """Log that this revision ran, from Python."""
+
+    from alembic import op
+
+    revision = "0004_log_py"
+    down_revision = "0003_log"
+    branch_labels = None
+    depends_on = None
+
+
+    def upgrade() -> None:
+        op.execute("INSERT INTO migration_log (revision) VALUES ('0004_log_py')")
+
+
+    def downgrade() -> None:
+        op.execute("DELETE FROM migration_log WHERE revision = '0004_log_py'")
+'''
+
+TAGS_PY = '''
+    """Create the tags table."""
+
+    import sqlalchemy as sa
+    from alembic import op
+
+    revision = "0003_create_tags"
+    down_revision = "0002_index_notes_created_at"
+    branch_labels = None
+    depends_on = None
+
+
+    def upgrade() -> None:
+        op.create_table(
+            "tags",
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("label", sa.String(50), nullable=False),
+        )
+
+
+    def downgrade() -> None:
+        op.drop_table("tags")
+'''
+
+TAGS_INDEX_SQL = """
+    -- Index tags by label.
+    -- @up
+    CREATE UNIQUE INDEX ix_tags_label ON tags (label);
+
+    -- @down
+    DROP INDEX ix_tags_label;
+"""
+
+TAG_MODEL = """
+    from litestar import get
+    from sqlalchemy import String
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+    class Base(DeclarativeBase):
+        pass
+
+
+    class Tag(Base):
+        __tablename__ = "tags"
+
+        id: Mapped[int] = mapped_column(primary_key=True)
+        label: Mapped[str] = mapped_column(String(50))
+
+
+    @get("/tags")
+    async def list_tags() -> list[str]:
+        return []
+"""
+
+
+# --- Reading the database from the test process ------------------------------------------
+
+
+class Database:
+    """The test project's database, as the test sees it (sqlite3 or asyncpg, no runtime code)."""
+
+    def __init__(self, *, path: Path | None = None, url: str | None = None) -> None:
+        self.path = path
+        self.url = url
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url is not None
+
+    def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        if self.url is not None:
+            return asyncio.run(self._pg_rows(sql, *args))
+        assert self.path is not None
+        with contextlib.closing(sqlite3.connect(self.path)) as connection, connection:
+            return [tuple(row) for row in connection.execute(sql.replace("$1", "?"), args)]
+
+    def execute(self, sql: str) -> None:
+        """Run one statement, or (on PostgreSQL) several."""
+        if self.url is not None:
+            asyncio.run(self._pg_execute(sql))
+        else:
+            self.rows(sql)
+
+    async def _pg_rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        connection = await asyncpg.connect(self.url)
+        try:
+            return [tuple(row) for row in await connection.fetch(sql, *args)]
+        finally:
+            await connection.close()
+
+    async def _pg_execute(self, sql: str) -> None:
+        connection = await asyncpg.connect(self.url)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    def exists(self, name: str) -> bool:
+        """Whether a table or an index of that name exists."""
+        if self.is_postgres:
+            return self.rows("SELECT to_regclass($1) IS NOT NULL", name)[0][0]
+        return bool(self.rows("SELECT count(*) FROM sqlite_master WHERE name = $1", name)[0][0])
+
+    def version(self, table: str = "alembic_version") -> list[str]:
+        """The revisions a version table records; [] if it does not exist yet."""
+        if not self.exists(table):
+            return []
+        return sorted(row[0] for row in self.rows(f"SELECT version_num FROM {table}"))
+
+    def log(self) -> list[str]:
+        return sorted(row[0] for row in self.rows("SELECT revision FROM migration_log"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, project: Project) -> Database:
+    """The project's database: its SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        project.env["DATABASE_URL"] = url
+        return Database(url=url)
+    return Database(path=project.root / "app.db")
+
+
+@pytest.fixture
+def pg(project: Project, pg_url: str) -> Database:
+    """A fresh PostgreSQL database that the project uses."""
+    project.env["DATABASE_URL"] = pg_url
+    return Database(url=pg_url)
+
+
+# --- Checking what forge said ---------------------------------------------------------------
+
+
+def assert_no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """stdout of a command that must have succeeded."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"exit {result.returncode}:\n{output}"
+    assert_no_traceback(output)
+    return result.stdout
+
+
+def fails(result: subprocess.CompletedProcess[str]) -> str:
+    """stderr of a command that must have failed, reported as a message."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, f"expected a failure, got exit 0:\n{output}"
+    assert "error:" in result.stderr, output
+    assert_no_traceback(output)
+    return result.stderr
+
+
+def exited(node: Node, timeout: float = 60) -> int:
+    """Wait for a node that must stop by itself; its exit code."""
+    try:
+        return node.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"forge run did not exit:\n{node.output()}") from None
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def lock_holders(pg: Database) -> list[int]:
+    """Backend pids holding the migration lock in the project's database."""
+    return [
+        row[0]
+        for row in pg.rows(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = $1 AND objid = $2 AND objsubid = 1 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            MIGRATION_LOCK_KEY >> 32,
+            MIGRATION_LOCK_KEY & 0xFFFFFFFF,
+        )
+    ]
+
+
+# --- Many nodes, one migration ------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_concurrent_migrate_processes_apply_each_revision_once(
+    project: Project, pg: Database
+) -> None:
+    project.write("migrations/0003_log.sql", LOG_SQL)
+    project.write("migrations/0004_log_py.py", LOG_PY)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "runtime", "migrate"],
+            cwd=project.root,
+            env=project.environ(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    try:
+        results = [(process, *process.communicate(timeout=120)) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+    for process, stdout, stderr in results:
+        assert process.returncode == 0, stdout + stderr
+        assert_no_traceback(stdout + stderr)
+    migrated = [stdout for _, stdout, _ in results if "migrated:" in stdout]
+    current = [stdout for _, stdout, _ in results if "up to date" in stdout]
+    assert len(migrated) == 1, [stdout for _, stdout, _ in results]
+    assert len(current) == 7, [stdout for _, stdout, _ in results]
+    assert "applied app 0003_log" in migrated[0]
+    assert "applied app 0004_log_py" in migrated[0]
+    assert all("applied" not in stdout for stdout in current)
+
+    assert pg.log() == ["0003_log", "0004_log_py"]
+    assert pg.version() == ["0004_log_py"]
+    assert pg.version("forge_schema_version") == ["0001_forge_nodes"]
+    assert lock_holders(pg) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_concurrent_nodes_all_become_ready_and_migrate_once(project: Project, pg: Database) -> None:
+    project.write("migrations/0003_log.sql", LOG_SQL)
+    project.write("migrations/0004_log_py.py", LOG_PY)
+    nodes = [project.start() for _ in range(4)]
+    for node in nodes:
+        node.wait_ready(timeout=90)
+
+    assert pg.log() == ["0003_log", "0004_log_py"]
+    assert pg.version() == ["0004_log_py"]
+    outputs = [node.output() for node in nodes]
+    assert sum("applied app 0003_log" in output for output in outputs) == 1, outputs
+    assert sum("applied app 0004_log_py" in output for output in outputs) == 1, outputs
+    for node in nodes:
+        assert node.get("/api/notes").status_code == 200
+    for node in nodes:
+        node.stop()
+    for output in outputs:
+        assert_no_traceback(output)
+
+
+# --- The lock ----------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_killed_migration_releases_the_lock_and_leaves_the_last_whole_revision(
+    project: Project, pg: Database
+) -> None:
+    # pg_sleep outlasts the test's patience: only the killed client's backend giving up
+    # releases the lock in time.
+    project.write(
+        "migrations/0003_slow.sql",
+        """
+        -- A slow revision.
+        -- @up
+        CREATE TABLE slow_things (id INTEGER PRIMARY KEY);
+        SELECT pg_sleep(120);
+
+        -- @down
+        DROP TABLE slow_things;
+        """,
+    )
+    log_file = project.root / "slow.log"
+    with log_file.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "migrate"],
+            cwd=project.root,
+            env=project.environ(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    try:
+
+        def sleeping_backend() -> int | None:
+            if process.poll() is not None:
+                raise AssertionError(f"forge migrate exited early:\n{log_file.read_text()}")
+            rows = pg.rows(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state = 'active' AND query LIKE 'SELECT pg_sleep(120)%'"
+            )
+            return rows[0][0] if rows else None
+
+        backend = wait_for(sleeping_backend, 60, "the slow revision to run")
+        # The revision runs on the connection that holds the lock.
+        assert lock_holders(pg) == [backend]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    wait_for(lambda: not lock_holders(pg), 15, "the migration lock to be released")
+    assert not pg.rows("SELECT 1 FROM pg_stat_activity WHERE pid = $1", backend)
+    assert pg.version() == [DEMO_HEAD]
+    assert not pg.exists("slow_things")
+    assert pg.exists("ix_notes_created_at")
+
+    project.write(
+        "migrations/0003_slow.sql",
+        """
+        -- A slow revision, made fast.
+        -- @up
+        CREATE TABLE slow_things (id INTEGER PRIMARY KEY);
+
+        -- @down
+        DROP TABLE slow_things;
+        """,
+    )
+    stdout = ok(project.forge("migrate"))
+    assert "applied app 0003_slow" in stdout
+    assert pg.version() == ["0003_slow"]
+    assert pg.exists("slow_things")
+
+
+@pytest.mark.postgres
+def test_lock_wait_times_out_naming_the_postgres_holder(project: Project, pg: Database) -> None:
+    async def hold_lock_and_migrate() -> tuple[int, subprocess.CompletedProcess[str]]:
+        connection = await asyncpg.connect(pg.url)
+        try:
+            pid = await connection.fetchval("SELECT pg_backend_pid()")
+            await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+            result = await asyncio.to_thread(
+                project.forge, "migrate", env={"FORGE_DATABASE__MIGRATION_LOCK_TIMEOUT": "2s"}
+            )
+        finally:
+            await connection.close()
+        return pid, result
+
+    pid, result = asyncio.run(hold_lock_and_migrate())
+    stderr = fails(result)
+    assert "gave up waiting for the migration lock after 2s" in stderr
+    assert f"backend pid {pid}" in stderr
+    assert pg.version() == []
+    assert not pg.exists("notes")
+
+
+def test_lock_wait_times_out_naming_the_sqlite_holder(project: Project) -> None:
+    lock_path = project.root / "app.db.migrate.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write(f"pid {os.getpid()} on the test\n")
+        lock.flush()
+        result = project.forge("migrate", env={"FORGE_DATABASE__MIGRATION_LOCK_TIMEOUT": "2s"})
+    stderr = fails(result)
+    assert "gave up waiting for the migration lock" in stderr
+    assert str(lock_path) in stderr
+    assert f"pid {os.getpid()} on the test" in stderr
+    assert Database(path=project.root / "app.db").version() == []
+
+
+# --- SQL and Python revisions ------------------------------------------------------------------
+
+
+def test_sql_and_python_revisions_apply_and_roll_back_in_order(
+    project: Project, db: Database
+) -> None:
+    # py (demo), sql (demo), py, sql
+    project.write("migrations/0003_create_tags.py", TAGS_PY)
+    project.write("migrations/0004_index_tags.sql", TAGS_INDEX_SQL)
+    stdout = ok(project.forge("migrate"))
+    applied = [line.split()[2] for line in stdout.splitlines() if line.startswith("applied app")]
+    assert applied == ["0001_create_notes", DEMO_HEAD, "0003_create_tags", "0004_index_tags"]
+    assert db.version() == ["0004_index_tags"]
+    for name in ("notes", "ix_notes_created_at", "tags", "ix_tags_label"):
+        assert db.exists(name), name
+
+    stdout = ok(project.forge("migrate:rollback", "--steps", "3"))
+    undone = [line.split()[3] for line in stdout.splitlines() if line.startswith("rolled back app")]
+    assert undone == ["0004_index_tags", "0003_create_tags", DEMO_HEAD]
+    assert "rolled back 3 revision(s)" in stdout
+    assert db.version() == ["0001_create_notes"]
+    assert db.exists("notes")
+    for name in ("ix_notes_created_at", "tags", "ix_tags_label"):
+        assert not db.exists(name), name
+
+    # More steps than there are revisions: nothing is rolled back.
+    stderr = fails(project.forge("migrate:rollback", "--steps", "2"))
+    assert "cannot roll back 2 revision(s)" in stderr
+    assert db.version() == ["0001_create_notes"]
+
+    # A SQL revision without a down section goes up, but not down again.
+    project.write(
+        "migrations/0005_one_way.sql",
+        """
+        -- Create a table for good.
+        -- @up
+        CREATE TABLE one_way (id INTEGER PRIMARY KEY);
+        """,
+    )
+    stdout = ok(project.forge("migrate"))
+    assert "applied app 0005_one_way" in stdout
+    stderr = fails(project.forge("migrate:rollback"))
+    assert "0005_one_way.sql cannot be rolled back" in stderr
+    assert "-- @down" in stderr
+    assert db.version() == ["0005_one_way"]
+    assert db.exists("one_way")
+
+
+# --- status, rollback, fresh, new ------------------------------------------------------------
+
+
+def test_status_rollback_and_fresh(project: Project, db: Database) -> None:
+    stdout = ok(project.forge("migrate:status"))
+    assert "3 revision(s), 3 pending" in stdout
+    assert any(
+        line.split()[:4] == ["app", "0001_create_notes", "python", "pending"]
+        for line in stdout.splitlines()
+    ), stdout
+
+    ok(project.forge("migrate"))
+    stdout = ok(project.forge("migrate:status"))
+    assert "3 revision(s), 0 pending" in stdout
+    lines = {line.split()[1]: line.split() for line in stdout.splitlines()[1:-1]}
+    assert lines["0001_forge_nodes"][:4] == ["runtime", "0001_forge_nodes", "python", "applied"]
+    assert lines["0001_create_notes"][:4] == ["app", "0001_create_notes", "python", "applied"]
+    assert lines[DEMO_HEAD][:4] == ["app", DEMO_HEAD, "sql", "applied"]
+    assert lines[DEMO_HEAD][-1] == "[head]"
+
+    stdout = ok(project.forge("migrate:rollback"))
+    assert f"rolled back app {DEMO_HEAD}" in stdout
+    assert db.version() == ["0001_create_notes"]
+    assert not db.exists("ix_notes_created_at")
+
+    db.execute("INSERT INTO notes (title, body, created_at) VALUES ('kept', '', CURRENT_TIMESTAMP)")
+    db.execute("CREATE VIEW note_titles AS SELECT title FROM notes")
+
+    # fresh refuses to run in production, unless forced ...
+    stderr = fails(project.forge("migrate:fresh", env={"APP_ENV": "production"}, input=""))
+    assert "refusing to drop every table" in stderr
+    assert "--force" in stderr
+    assert db.rows("SELECT title FROM notes") == [("kept",)]
+    assert db.version() == ["0001_create_notes"]
+
+    # ... and then drops the data and views (which on PostgreSQL keep their tables from
+    # being dropped), and applies every revision again.
+    stdout = ok(project.forge("migrate:fresh", "--force", env={"APP_ENV": "production"}))
+    assert "fresh: dropped every table, applied 3 revision(s)" in stdout
+    assert db.version() == [DEMO_HEAD]
+    assert db.rows("SELECT count(*) FROM notes") == [(0,)]
+    assert not db.exists("note_titles")
+
+
+@pytest.mark.postgres
+def test_fresh_that_cannot_drop_a_table_changes_nothing(project: Project, pg: Database) -> None:
+    ok(project.forge("migrate"))
+    # A table outside the schema that fresh clears still references notes.
+    pg.execute("CREATE SCHEMA other; CREATE TABLE other.refs (note_id INTEGER REFERENCES notes)")
+
+    stderr = fails(project.forge("migrate:fresh", "--force"))
+    assert "cannot drop every table" in stderr
+    assert "cannot drop table notes because other objects depend on it" in stderr
+    assert pg.version() == [DEMO_HEAD]
+    assert pg.exists("notes")
+    assert pg.exists("forge_nodes")
+    assert lock_holders(pg) == []
+
+
+def test_new_revisions_python_autogenerated_and_sql(project: Project, db: Database) -> None:
+    ok(project.forge("migrate"))
+    # The demo's models match its revisions: nothing to generate.
+    stdout = ok(project.forge("migrate:new", "nothing yet"))
+    assert "(empty: the models match the database)" in stdout
+    (project.root / "migrations/0003_nothing_yet.py").unlink()
+
+    project.write("handlers/tags.py", TAG_MODEL)
+    stdout = ok(project.forge("migrate:new", "Add tags"))
+    assert "created migrations/0003_add_tags.py (autogenerated)" in stdout
+    revision = (project.root / "migrations/0003_add_tags.py").read_text()
+    assert 'revision = "0003_add_tags"' in revision
+    assert f'down_revision = "{DEMO_HEAD}"' in revision
+    upgrade = revision.split("def upgrade")[1].split("def downgrade")[0]
+    assert "op.create_table('tags'" in upgrade
+    assert "drop_table" not in upgrade
+    assert "op.drop_table('tags')" in revision.split("def downgrade")[1]
+
+    stdout = ok(project.forge("migrate"))
+    assert "applied app 0003_add_tags" in stdout
+    assert db.exists("tags")
+    assert db.version() == ["0003_add_tags"]
+
+    stdout = ok(project.forge("migrate:new", "--sql", "Index tags by label"))
+    assert "created migrations/0004_index_tags_by_label.sql" in stdout
+    path = project.root / "migrations/0004_index_tags_by_label.sql"
+    template = path.read_text()
+    assert template.startswith("-- Index tags by label\n")
+    assert "-- @up" in template
+    assert "-- @down" in template
+
+
+# --- Boot ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_unknown_revision_in_the_database_stops_boot(project: Project, pg: Database) -> None:
+    ok(project.forge("migrate"))
+    pg.execute(f"UPDATE alembic_version SET version_num = '{UNKNOWN_REVISION}'")
+
+    node = project.start()
+    assert exited(node) != 0
+    output = node.output()
+    assert UNKNOWN_REVISION in output
+    assert "which this code does not know" in output
+    assert "ready on" not in output
+    assert_no_traceback(output)
+
+    stderr = fails(project.forge("migrate"))
+    assert UNKNOWN_REVISION in stderr
+    assert "allow_newer_schema" in stderr
+
+    result = project.forge("migrate:status")
+    ok(result)
+    assert f"warning: the database is at app revision {UNKNOWN_REVISION}" in result.stderr
+
+    node = project.start(env={"FORGE_MIGRATIONS__ALLOW_NEWER_SCHEMA": "true"})
+    node.wait_ready(timeout=60)
+    assert UNKNOWN_REVISION in node.output()
+    node.stop()
+    assert pg.version() == [UNKNOWN_REVISION]
+
+
+def test_failing_migration_stops_boot_at_the_last_good_revision(
+    project: Project, db: Database
+) -> None:
+    project.write(
+        "migrations/0003_broken.sql",
+        """
+        -- A revision with a typo.
+        -- @up
+        CREATE TABLE half_done (id INTEGER PRIMARY KEY);
+        CREAT TABLE typo (id INTEGER);
+
+        -- @down
+        DROP TABLE half_done;
+        """,
+    )
+    node = project.start()
+    assert exited(node) != 0
+    output = node.output()
+    assert "migration '0003_broken' failed" in output
+    assert "ready on" not in output
+    assert_no_traceback(output)
+    assert db.version() == [DEMO_HEAD]
+    assert db.exists("ix_notes_created_at")
+    assert not db.exists("half_done")
+
+
+def test_run_no_migrate_serves_without_migrating(project: Project, db: Database) -> None:
+    node = project.start("--no-migrate")
+    node.wait_ready(timeout=60)
+    assert node.get("/api/hello").status_code == 200
+    node.stop()
+    assert "applied" not in node.output()
+    assert not db.exists("notes")
+    assert db.version() == []
+
+
+def test_unreachable_database_is_reported_without_a_traceback(project: Project) -> None:
+    url = f"postgresql://forge:s3cret@127.0.0.1:{free_port()}/nowhere"
+    stderr = fails(project.forge("migrate", env={"DATABASE_URL": url}))
+    assert "cannot connect to the database" in stderr
+    assert "s3cret" not in stderr
+
+    node = project.start(env={"DATABASE_URL": url})
+    assert exited(node) != 0
+    output = node.output()
+    assert "cannot connect to the database" in output
+    assert "s3cret" not in output
+    assert "ready on" not in output
+    assert_no_traceback(output)
