@@ -10,8 +10,23 @@ What handler modules import from here is deliberately small::
         return {"message": ctx.env("GREETING", "Hello")}
 """
 
-from .context import Context, Ctx, MissingEnvError
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import Context, Ctx, MissingEnvError
 
 __all__ = ["Context", "Ctx", "MissingEnvError", "__version__"]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so that `forge migrate` and friends do not pay for
+    # Litestar and the ORM's async layer at start-up.
+    if name in {"Context", "Ctx", "MissingEnvError"}:
+        from . import context
+
+        return getattr(context, name)
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -1,27 +1,47 @@
-"""The ``forge`` command: one module per group of subcommands."""
+"""The ``forge`` command: one module per group of subcommands, loaded on demand."""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import click
 
-from .migrate import migrate, migrate_fresh, migrate_new, migrate_rollback, migrate_status
-from .nodes import nodes
-from .run import run
+# Command name -> "module:function". Modules load only when their command runs,
+# so `forge migrate` does not import the web stack, nor `forge run` Alembic's
+# autogenerate.
+COMMANDS = {
+    "run": "run:run",
+    "serve": "run:run",
+    "migrate": "migrate:migrate",
+    "migrate:status": "migrate:migrate_status",
+    "migrate:rollback": "migrate:migrate_rollback",
+    "migrate:fresh": "migrate:migrate_fresh",
+    "migrate:new": "migrate:migrate_new",
+    "nodes": "nodes:nodes",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when used (Click's documented pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        command: Any = getattr(module, attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="forge-runtime", prog_name="forge")
 def main() -> None:
     """Forge: forge.toml + handlers/ -> a production web service."""
 
-
-main.add_command(run)
-main.add_command(run, "serve")
-main.add_command(migrate)
-main.add_command(migrate_status)
-main.add_command(migrate_rollback)
-main.add_command(migrate_fresh)
-main.add_command(migrate_new)
-main.add_command(nodes)
 
 __all__ = ["main"]

@@ -13,7 +13,6 @@ from .. import config
 from ..config import Settings
 from ..db.migrate import Applied, MigrationError, Migrator, Report
 from ..db.revisions import new_revision_file
-from ..discovery import declared_metadata, discover
 from ..log import configure_logging
 from .common import config_option, reports_errors
 
@@ -141,6 +140,8 @@ def migrate_new(message: str, config_file: str | None, sql: bool) -> None:
     code: tuple[str, str] | None = None
     note = ""
     if not sql:
+        from ..discovery import declared_metadata, discover
+
         found = discover(
             settings.path(settings.handlers.path), settings.handlers.prefix, settings.root
         )

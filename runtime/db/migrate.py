@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
@@ -286,6 +285,8 @@ class Migrator:
                 "cannot autogenerate: the database is not at the newest revision",
                 hint="run forge migrate first, then forge migrate:new again",
             )
+        from alembic.autogenerate import produce_migrations, render_python_code
+
         context = MigrationContext.configure(
             connection,
             opts={
