@@ -59,8 +59,10 @@ def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
             hint="rename the folder, e.g. to 'handlers'",
         )
     for path in (str(root), str(handlers_dir.parent)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+    _forget_other_app(package, handlers_dir)
 
     for file in _module_files(handlers_dir):
         module = _import(_module_name(file, handlers_dir, package), file, root)
@@ -69,6 +71,21 @@ def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
     found.mounts = _collect_mounts(found.modules, root)
     check_conflicts(found.mounts, prefix)
     return found
+
+
+def _forget_other_app(package: str, handlers_dir: Path) -> None:
+    # Another app discovered earlier in this process (tests, embedding) left its
+    # own modules of the same package name in sys.modules; they would be
+    # returned instead of this app's.
+    here = handlers_dir.resolve()
+    names = [name for name in sys.modules if name == package or name.startswith(f"{package}.")]
+    for name in names:
+        file = getattr(sys.modules[name], "__file__", None)
+        if file is not None and not Path(file).resolve().is_relative_to(here):
+            for stale in names:
+                del sys.modules[stale]
+            importlib.invalidate_caches()
+            return
 
 
 def _module_files(handlers_dir: Path) -> list[Path]:
@@ -136,12 +153,17 @@ def _collect_mounts(modules: list[ModuleType], root: Path) -> list[Mount]:
                 seen.add(id(value))
                 candidates.append((value, module))
 
-    # A handler that a Router or Controller already includes is mounted through it.
-    nested = {id(fn) for value, _ in candidates for fn in _nested_functions(value)}
+    # What a Router includes (handlers, Controllers, other Routers) is mounted
+    # through it only: mounted on its own as well, it would be served a second
+    # time without the Router's path, guards and middleware.
+    included: set[Any] = set()
+    for value, _ in candidates:
+        if isinstance(value, Router):
+            included |= _included_in(value)
     return [
         Mount(target=value, location=_location(value, module, root))
         for value, module in candidates
-        if not (isinstance(value, BaseRouteHandler) and id(value.fn) in nested)
+        if _identity(value) not in included
     ]
 
 
@@ -159,15 +181,50 @@ def _defined_in(value: Any, module: ModuleType) -> bool:
     return True
 
 
-def _nested_functions(value: Any) -> list[Any]:
+def _identity(value: Any) -> Any:
+    """What `value` is recognised by inside a Router, which holds copies of it."""
+    if isinstance(value, BaseRouteHandler):
+        return id(value.fn)
     if isinstance(value, Router):
-        return [
-            handler.fn
-            for handlers in value.route_handler_method_map.values()
-            for handler in handlers.values()
-            if isinstance(handler, BaseRouteHandler)
-        ]
-    return []
+        return _signature(value)
+    return id(value)  # a Controller class
+
+
+def _included_in(router: Router) -> set[Any]:
+    """The identities of the handlers, Controllers and Routers that `router` includes."""
+    found: set[Any] = set()
+    for handler in _handlers_of(router):
+        found.add(_target_id(handler))
+        for layer in handler.ownership_layers:
+            if isinstance(layer, Router) and layer is not router:
+                found.add(_signature(layer))
+    return found
+
+
+def _handlers_of(router: Router) -> list[BaseRouteHandler]:
+    return [
+        handler
+        for handlers in router.route_handler_method_map.values()
+        for handler in handlers.values()
+        if isinstance(handler, BaseRouteHandler) and not _is_automatic(handler)
+    ]
+
+
+def _target_id(handler: BaseRouteHandler) -> int:
+    # A Controller's handlers are bound to an instance of it.
+    owner = getattr(handler.fn, "__self__", None)
+    return id(type(owner)) if isinstance(owner, Controller) else id(handler.fn)
+
+
+def _signature(router: Router) -> tuple[str, frozenset[tuple[str, str, int]]]:
+    # Registering a Router in another deep-copies it; the copy keeps its paths
+    # and the functions and Controllers of its handlers.
+    return router.path, frozenset(
+        (path, method, _target_id(handler))
+        for path, handlers in router.route_handler_method_map.items()
+        for method, handler in handlers.items()
+        if isinstance(handler, BaseRouteHandler) and not _is_automatic(handler)
+    )
 
 
 def _location(value: Any, module: ModuleType, root: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "***"
@@ -33,4 +34,9 @@ def redact_value(name: str, value: object) -> object:
         return REDACTED
     if isinstance(value, str) and "://" in value:
         return redact_url(value)
+    # A table or an array where a string was expected: redact what is inside.
+    if isinstance(value, Mapping):
+        return {key: redact_value(f"{name}.{key}", item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(name, item) for item in value)
     return value

@@ -51,6 +51,10 @@ def _origin(dotted: str, layers: tuple[Layer, ...]) -> str:
         section = dotted.split(".", 1)[0]
         if section in layer.origins:
             return layer.origins[section]
+    for layer in layers:  # an unknown section, named only by variables such as FORGE_X__Y
+        for key, origin in layer.origins.items():
+            if key.startswith(f"{dotted}."):
+                return origin
     return "defaults"
 
 
