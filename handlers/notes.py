@@ -7,6 +7,7 @@ from typing import Annotated
 
 from litestar import delete, get, post
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, JSONBody
 from msgspec import Meta, Struct
 from sqlalchemy import DateTime, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -52,7 +53,7 @@ async def list_notes(ctx: Ctx) -> list[NoteOut]:
 
 
 @get("/notes/{note_id:int}")
-async def get_note(ctx: Ctx, note_id: int) -> NoteOut:
+async def get_note(ctx: Ctx, note_id: FromPath[int]) -> NoteOut:
     note = await ctx.db.get(Note, note_id)
     if note is None:
         raise NotFoundException(f"note {note_id} not found")
@@ -60,7 +61,7 @@ async def get_note(ctx: Ctx, note_id: int) -> NoteOut:
 
 
 @post("/notes")
-async def create_note(ctx: Ctx, data: NewNote) -> NoteOut:
+async def create_note(ctx: Ctx, data: JSONBody[NewNote]) -> NoteOut:
     note = Note(title=data.title, body=data.body)
     ctx.db.add(note)
     await ctx.db.flush()
@@ -69,7 +70,7 @@ async def create_note(ctx: Ctx, data: NewNote) -> NoteOut:
 
 
 @delete("/notes/{note_id:int}")
-async def delete_note(ctx: Ctx, note_id: int) -> None:
+async def delete_note(ctx: Ctx, note_id: FromPath[int]) -> None:
     note = await ctx.db.get(Note, note_id)
     if note is None:
         raise NotFoundException(f"note {note_id} not found")

@@ -395,11 +395,6 @@ def test_secrets_stay_out_of_forge_run_errors(project: Project) -> None:
     assert SECRET not in stderr
 
 
-@pytest.mark.xfail(
-    reason="runtime/db/engine.py database_url() catches ArgumentError but not the ValueError "
-    "SQLAlchemy raises for a non-numeric port: forge run prints a traceback, exit code 1",
-    strict=True,
-)
 def test_unparseable_database_url_is_a_config_error(project: Project) -> None:
     url = f"postgresql://app:{SECRET}@127.0.0.1:54x2/app"
     stderr = refuse(project, "--port", str(free_port()), env={"DATABASE_URL": url})

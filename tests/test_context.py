@@ -253,12 +253,6 @@ def test_no_deprecation_warning_from_the_runtime(project: Project) -> None:
     assert sorted(modules) == ["handlers.hello", "handlers.ledger"]
 
 
-@pytest.mark.xfail(
-    reason="the demo handlers use parameter styles Litestar 2.25 deprecates: "
-    "handlers/hello.py `name: str = 'world'` (use FromQuery[str]), handlers/notes.py "
-    "`data: NewNote` (use JSONBody[NewNote]) and `note_id: int` (use FromPath[int])",
-    strict=True,
-)
 @pytest.mark.usefixtures("isolated_imports")
 def test_no_deprecation_warning_from_the_demo_handlers(project: Project) -> None:
     modules = build_and_serve(project.root)

@@ -27,7 +27,7 @@ def database_url(raw: str, root: Path) -> URL:
     """
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise ConfigError(
             f"database.url: cannot parse {redact_url(raw)!r}",
             hint='use "sqlite:///app.db" or "postgresql://user:password@host:5432/name"',
