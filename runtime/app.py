@@ -20,8 +20,9 @@ from .db import create_engine
 from .discovery import Mount, discover
 from .frontend import Frontend
 from .gateway import Gateway
+from .injection import inject_context
 from .lifecycle import DRAIN_SIGNAL, LocalStatus, SharedStatus, report_cut
-from .log import configure_logging, log_exception
+from .log import AccessLog, configure_logging, log_exception
 from .probes import Probes
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def create_app(
     )
 
     gateway: Gateway  # assigned below; the lifespan runs later, inside the worker
+    access_log = AccessLog.for_settings(settings)
 
     @asynccontextmanager
     async def worker_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -65,8 +67,11 @@ def create_app(
         try:
             yield
         finally:
+            if access_log is not None:
+                access_log.flush()
             await engine.dispose()
 
+    inject_context(mount.target for mount in mounts)
     handlers = Router(
         path=settings.handlers.prefix or "/", route_handlers=[mount.target for mount in mounts]
     )
@@ -90,7 +95,7 @@ def create_app(
     gateway = Gateway(
         litestar,
         probes,
-        access_log_enabled=settings.logging.access_log,
+        access_log=access_log,
         frontend=Frontend(settings, fallback=litestar),
         api_prefix=settings.handlers.prefix,
     )

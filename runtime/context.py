@@ -79,7 +79,16 @@ handler_logger = logging.getLogger("forge.handler")
 class Context:
     """Per-request access to the app's config, environment, database and logger."""
 
-    __slots__ = ("_log", "_session", "_sessionmaker", "config", "env", "request", "request_id")
+    __slots__ = (
+        "_log",
+        "_request",
+        "_scope",
+        "_session",
+        "_sessionmaker",
+        "config",
+        "env",
+        "request_id",
+    )
 
     def __init__(
         self,
@@ -87,16 +96,26 @@ class Context:
         config: Settings,
         env: Env,
         sessionmaker: async_sessionmaker[AsyncSession] | None,
-        request: Request[Any, Any, Any] | None = None,
+        scope: Any = None,
         request_id: str = "-",
     ) -> None:
         self.config = config
         self.env = env
-        self.request = request
         self.request_id = request_id
+        self._scope = scope
+        self._request: Request[Any, Any, Any] | None = None
         self._sessionmaker = sessionmaker
         self._session: AsyncSession | None = None
         self._log: RequestLogger | None = None
+
+    @property
+    def request(self) -> Request[Any, Any, Any] | None:
+        """The Litestar request, made on first use."""
+        if self._request is None and self._scope is not None:
+            from litestar import Request
+
+            self._request = Request(self._scope)
+        return self._request
 
     @property
     def db(self) -> AsyncSession:
@@ -126,16 +145,22 @@ class Context:
             await session.close()
 
 
-async def provide_context(request: Request[Any, Any, Any]) -> AsyncIterator[Context]:
-    """Litestar dependency behind `Ctx`: commit on success, roll back on error."""
-    state = request.app.state
-    ctx = Context(
+def context_for_scope(scope: Any) -> Context:
+    """The `Context` of the request in `scope`, from the app's per-worker state."""
+    state = scope["litestar_app"].state
+    return Context(
         config=state.settings,
         env=state.env,
         sessionmaker=state.sessionmaker,
-        request=request,
-        request_id=request.scope.get("forge.request_id", "-"),  # type: ignore[call-overload]
+        scope=scope,
+        request_id=scope.get("forge.request_id", "-"),
     )
+
+
+async def provide_context(request: Request[Any, Any, Any]) -> AsyncIterator[Context]:
+    """Litestar dependency behind `Ctx` for handlers `inject_context` cannot wrap."""
+    ctx = context_for_scope(request.scope)
+    ctx._request = request
     try:
         yield ctx
     except BaseException as error:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -24,6 +26,13 @@ def configure_logging(settings: Settings | None = None, level: str | None = None
     chosen = level or (settings.logging.level if settings else "INFO")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S"))
+    # The logging docs' "Optimization" switches: the access log writes a record
+    # per request, and nothing here prints threads, processes or call sites.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False
+    logging._srcfile = None  # type: ignore[attr-defined]  # skips findCaller()
     logger = logging.getLogger("forge")
     logger.handlers[:] = [handler]
     logger.propagate = False
@@ -43,3 +52,48 @@ def log_exception(exception: BaseException, scope: Any) -> None:
         exc_info=exception,
         extra={"request_id": scope.get("forge.request_id")},
     )
+
+
+class AccessLog:
+    """One line per request, formatted without the logging machinery and written in batches.
+
+    A `logging` record per request costs as much as a small request itself;
+    this writes the same line format for a fraction of that. Lines are flushed
+    every `flush_interval` seconds and when the worker stops.
+    """
+
+    def __init__(self, stream: TextIO | None = None, flush_interval: float = 0.05) -> None:
+        self.stream = stream or sys.stderr
+        self.flush_interval = flush_interval
+        self._pending: list[str] = []
+        self._scheduled = False
+        self._second = -1
+        self._stamp = ""
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> AccessLog | None:
+        enabled = settings.logging.access_log
+        level = logging.getLevelName(settings.logging.level)
+        return cls() if enabled and level <= logging.INFO else None
+
+    def write(self, method: str, path: str, status: int, seconds: float, request_id: str) -> None:
+        now = time.time()
+        if int(now) != self._second:
+            self._second = int(now)
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+        if not path.isprintable():  # a %0A in the URL must not forge a log line
+            path = repr(path)[1:-1]
+        self._pending.append(
+            f"{self._stamp}.{int(now % 1 * 1000):03d} INFO    forge.access [{request_id}] "
+            f"{method} {path} {status} {seconds * 1000:.1f}ms\n"
+        )
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self._pending:
+            lines, self._pending = "".join(self._pending), []
+            self.stream.write(lines)
+            self.stream.flush()
