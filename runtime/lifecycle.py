@@ -170,9 +170,13 @@ class Node:
             engine, NodeInfo.describe(self.settings), self.settings.cluster.dead_after
         )
         try:
+            # Register before turning ready, so that a node answering ready is listed.
             if self.status.get() is NodeStatus.STARTING:
-                self.status.set(NodeStatus.READY)
-            await self._heartbeat_once()
+                await self._heartbeat_once(NodeStatus.READY)
+                if self.status.get() is NodeStatus.STARTING:  # not draining meanwhile
+                    self.status.set(NodeStatus.READY)
+            else:
+                await self._heartbeat_once()
             if self.status.get() is NodeStatus.READY:
                 self._on_ready()
             await self._beat_until_stopped()
@@ -195,11 +199,12 @@ class Node:
             await self._heartbeat_once()
             await self._reap()
 
-    async def _heartbeat_once(self) -> None:
+    async def _heartbeat_once(self, status: NodeStatus | None = None) -> None:
         if self.registry is None:
             return
+        status = self.status.get() if status is None else status
         try:
-            await self.registry.heartbeat(self.status.get().label)
+            await self.registry.heartbeat(status.label)
         except Exception as exc:
             log.warning("node heartbeat failed: %s", _describe(exc))
 

@@ -16,11 +16,13 @@ adds what Granian lacks:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import logging
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -109,7 +111,9 @@ def serve(
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain; the process's exit code."""
     status = SharedStatus.create()
-    loader = functools.partial(_load_app, str(settings.source_file), overrides, str(status.path))
+    loader = functools.partial(
+        _load_app, str(settings.source_file), overrides, str(status.path), os.getpid()
+    )
     server: NodeServer | None = None
 
     def on_ready() -> None:
@@ -150,7 +154,22 @@ def serve(
     return server.exit_code
 
 
-def _load_app(config_file: str, overrides: dict[str, Any], status_file: str) -> Any:
+def _load_app(config_file: str, overrides: dict[str, Any], status_file: str, main_pid: int) -> Any:
+    _die_with(main_pid)
     from .app import app_for_worker
 
     return app_for_worker(config_file, overrides, status_file)
+
+
+def _die_with(main_pid: int) -> None:
+    """Called in a worker: be killed when the main process dies, even by SIGKILL.
+
+    An orphaned worker would go on serving, and answering ready, for a node that
+    its peers have reaped, and keep the port from the node's replacement.
+    """
+    if sys.platform != "linux":
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != main_pid:  # it died before the line above
+        os._exit(1)
