@@ -55,7 +55,9 @@ class SharedStatus:
     def create(cls, status: NodeStatus = NodeStatus.STARTING) -> SharedStatus:
         """A new state file, owned by the calling (main) process."""
         shm = Path("/dev/shm")
-        fd, name = tempfile.mkstemp(prefix="forge-node-", dir=shm if shm.is_dir() else None)
+        directory = shm if shm.is_dir() else Path(tempfile.gettempdir())
+        _remove_orphans(directory)
+        fd, name = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=directory)
         os.write(fd, bytes([status]))
         os.close(fd)
         return cls(Path(name))
@@ -84,6 +86,27 @@ def cut_reports(status_path: Path) -> int:
     """How many requests the workers cut at the drain bound."""
     reports = status_path.parent.glob(f"{status_path.name}.cut.*")
     return sum(len(report.read_text().splitlines()) for report in reports)
+
+
+_PREFIX = "forge-node-"
+
+
+def _remove_orphans(directory: Path) -> None:
+    # A SIGKILLed node cannot remove its state file; the next node on the host does.
+    for path in directory.glob(f"{_PREFIX}*"):
+        pid = path.name.removeprefix(_PREFIX).split("-", 1)[0].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class LocalStatus:
@@ -150,6 +173,7 @@ class Node:
         try:
             future.result(timeout)
         except Exception as exc:  # the registry is informative; never block a drain on it
+            future.cancel()
             log.warning("could not update the node registry: %s", _describe(exc))
 
     def _run(self) -> None:
@@ -158,6 +182,8 @@ class Node:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._registry_lock = asyncio.Lock()
+        self._deregistered = False
         self._started.set()
         try:
             if self._boot is not None:
@@ -180,10 +206,12 @@ class Node:
             if self.status.get() is NodeStatus.READY:
                 self._on_ready()
             await self._beat_until_stopped()
-            try:
-                await self.registry.deregister()
-            except Exception as exc:
-                log.warning("could not deregister the node: %s", _describe(exc))
+            async with self._registry_lock:
+                self._deregistered = True
+                try:
+                    await self.registry.deregister()
+                except Exception as exc:
+                    log.warning("could not deregister the node: %s", _describe(exc))
         finally:
             await engine.dispose()
 
@@ -200,13 +228,16 @@ class Node:
             await self._reap()
 
     async def _heartbeat_once(self, status: NodeStatus | None = None) -> None:
-        if self.registry is None:
-            return
-        status = self.status.get() if status is None else status
-        try:
-            await self.registry.heartbeat(status.label)
-        except Exception as exc:
-            log.warning("node heartbeat failed: %s", _describe(exc))
+        # One registry write at a time, and none after deregistration: a late
+        # heartbeat must not bring the row of a stopped node back.
+        async with self._registry_lock:
+            if self.registry is None or self._deregistered:
+                return
+            status = self.status.get() if status is None else status
+            try:
+                await self.registry.heartbeat(status.label)
+            except Exception as exc:
+                log.warning("node heartbeat failed: %s", _describe(exc))
 
     async def _reap(self) -> None:
         assert self.registry is not None

@@ -156,6 +156,9 @@ def serve(
 
 def _load_app(config_file: str, overrides: dict[str, Any], status_file: str, main_pid: int) -> Any:
     _die_with(main_pid)
+    # A process group of its own: Ctrl-C in a terminal or a signal to the whole
+    # group reaches only the main process, which drains the workers in order.
+    os.setpgid(0, 0)
     from .app import app_for_worker
 
     return app_for_worker(config_file, overrides, status_file)

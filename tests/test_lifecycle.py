@@ -127,9 +127,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 # --- processes ---------------------------------------------------------------------
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group, from /proc."""
-    members = []
+def _live_processes() -> dict[int, int]:
+    """Live (not zombie) processes from /proc: pid -> parent pid."""
+    processes = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -137,15 +137,21 @@ def group_members(pgid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # "pid (comm) state ppid pgrp ...": comm may contain spaces, so split after it.
-        state, _ppid, pgrp = stat.rpartition(")")[2].split()[:3]
-        if int(pgrp) == pgid and state not in {"Z", "X"}:
-            members.append(int(entry.name))
-    return members
+        # "pid (comm) state ppid ...": comm may contain spaces, so split after it.
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if state not in {"Z", "X"}:
+            processes[int(entry.name)] = int(ppid)
+    return processes
 
 
 def workers_of(node: Node) -> list[int]:
-    return [pid for pid in group_members(node.process.pid) if pid != node.process.pid]
+    """The node's worker processes: the live children of its main process."""
+    return [pid for pid, ppid in _live_processes().items() if ppid == node.process.pid]
+
+
+def still_running(pids: list[int]) -> list[int]:
+    live = _live_processes()
+    return [pid for pid in pids if pid in live]
 
 
 def wait_exit(node: Node, timeout: float) -> tuple[int, float]:
@@ -308,7 +314,8 @@ def test_second_signal_exits_at_once(project: Project, second: signal.Signals) -
     configure(project, delay="10s")
     node = project.start()
     node.wait_ready()
-    assert workers_of(node)
+    workers = workers_of(node)
+    assert workers
 
     node.signal(signal.SIGTERM)
     node.wait_until(lambda: node.get("/_api/ready").json()["status"] == "draining", 5, "draining")
@@ -318,7 +325,7 @@ def test_second_signal_exits_at_once(project: Project, second: signal.Signals) -
     assert seconds < 2, "the second signal did not cut the 10 s delay short"
     assert code == 128 + second, node.output()
     # Its workers do not outlive it.
-    wait_for(lambda: not group_members(node.process.pid), 5, "the workers to exit")
+    wait_for(lambda: not still_running(workers), 5, "the workers to exit")
 
 
 # --- 4. SIGKILL and reaping ----------------------------------------------------------
@@ -344,7 +351,7 @@ def test_sigkilled_node_is_reaped_by_its_peer(project: Project, pg_url: str) -> 
     assert workers, "the victim has no worker processes to kill"
     os.killpg(dead, signal.SIGKILL)
     victim.process.wait(5)
-    wait_for(lambda: not group_members(dead), 5, "the victim's workers to die")
+    wait_for(lambda: not still_running(workers), 5, "the victim's workers to die")
 
     # Nobody deregistered it: its row is still there, and no longer refreshed.
     stale = registry(project, pg_url)[dead]
@@ -372,12 +379,13 @@ def test_workers_die_with_a_sigkilled_main_process(project: Project) -> None:
     configure(project, workers=2)
     node = project.start()
     node.wait_ready()
-    assert len(workers_of(node)) == 2
+    workers = workers_of(node)
+    assert len(workers) == 2
 
     node.process.kill()
     node.process.wait(5)
     try:
-        wait_for(lambda: not group_members(node.process.pid), 5, "the orphaned workers to die")
+        wait_for(lambda: not still_running(workers), 5, "the orphaned workers to die")
     finally:  # the project fixture only cleans up after live main processes
         with contextlib.suppress(ProcessLookupError):
             os.killpg(node.process.pid, signal.SIGKILL)
@@ -388,15 +396,6 @@ def test_workers_die_with_a_sigkilled_main_process(project: Project) -> None:
     assert replacement.stop() == 0, replacement.output()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a SIGTERM sent to the whole process group (systemd's default KillMode=control-group,"
-        " Ctrl-C in a terminal) also reaches the Granian workers, which stop listening at once:"
-        " [shutdown].delay is not honoured. The workers' signal handling lives in"
-        " runtime/app.py and Granian's worker loop."
-    ),
-)
 def test_sigterm_to_the_process_group_still_serves_during_the_delay(project: Project) -> None:
     configure(project, delay="5s")
     node = project.start()
@@ -417,7 +416,8 @@ def test_drain_with_two_workers(project: Project) -> None:
     configure(project, workers=2, delay="0s", drain_timeout="5s")
     node = project.start()
     node.wait_ready()
-    assert len(workers_of(node)) == 2
+    workers = workers_of(node)
+    assert len(workers) == 2
 
     with ThreadPoolExecutor(16) as pool:
         # Requests on new connections until each worker serves one.
@@ -425,7 +425,7 @@ def test_drain_with_two_workers(project: Project) -> None:
         while len(busy_workers(node)) < 2:
             assert len(futures) < 16, "the requests never reached the second worker"
             futures += slow_requests(pool, node, 3000)
-        assert busy_workers(node) == set(workers_of(node))
+        assert busy_workers(node) == set(workers)
         node.signal(signal.SIGTERM)
         code, seconds = wait_exit(node, 15)
         responses = [future.result() for future in futures]
@@ -434,4 +434,4 @@ def test_drain_with_two_workers(project: Project) -> None:
     assert code == 0, node.output()
     print(f"two workers drained and exited {seconds * 1000:.0f} ms after SIGTERM")
     assert statuses(project, SQLITE_URL) == {}
-    wait_for(lambda: not group_members(node.process.pid), 5, "the workers to exit")
+    wait_for(lambda: not still_running(workers), 5, "the workers to exit")
