@@ -1,0 +1,1 @@
+"""The runtime's benchmark harness: ``uv run python -m bench`` (see bench/README.md)."""

@@ -1,0 +1,274 @@
+"""The results as Markdown: the machine, one table of figures and ratios, the targets."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+BASELINE = "litestar"
+
+
+@dataclass
+class Row:
+    """One measurement: a throughput (req/s, p50, p99) or a duration (median ms)."""
+
+    scenario: str
+    """The scenario's name (``hello``, ``db``, ...)."""
+    case: str
+    stack: str
+    rps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    time_ms: float | None = None
+    ratio: float | None = None
+    """Against the bare-Litestar row of the same scenario measured in this run:
+    req/s over its req/s, or time over its time."""
+    notes: str = ""
+
+    @property
+    def value(self) -> float | None:
+        return self.rps if self.rps is not None else self.time_ms
+
+
+def ratio(value: float | None, baseline: float | None) -> float | None:
+    if value is None or not baseline:
+        return None
+    return value / baseline
+
+
+def median_ms(samples: Sequence[float]) -> tuple[float, str]:
+    """The median of `samples` (ms) and a note giving how many and their spread."""
+    if len(samples) == 1:
+        return samples[0], "1 run"
+    return (
+        statistics.median(samples),
+        f"median of {len(samples)} (min {min(samples):.0f}, max {max(samples):.0f})",
+    )
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+
+Measure = Callable[[Sequence[Row]], float | None]
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    measure: Measure
+    limit: float
+    at_least: bool
+    """True: the measure must be >= limit; False: <= limit."""
+    unit: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: Target
+    measured: float | None
+
+    @property
+    def outcome(self) -> str:
+        if self.measured is None:
+            return "n/a"
+        met = self.measured >= self.target.limit
+        if not self.target.at_least:
+            met = self.measured <= self.target.limit
+        return "PASS" if met else "MISS"
+
+    @property
+    def shown(self) -> str:
+        if self.measured is None:
+            return "not measured"
+        if self.target.unit == "x":
+            return f"{self.measured:.2f} x"
+        return f"{self.measured:.0f} {self.target.unit}"
+
+
+def _find(rows: Sequence[Row], scenario: str, stack: str, case: str | None = None) -> Row | None:
+    for row in rows:
+        if row.scenario == scenario and row.stack == stack and case in (None, row.case):
+            return row
+    return None
+
+
+def _over(scenario: str, stack: str, baseline: str, case: str | None = None) -> Measure:
+    def measure(rows: Sequence[Row]) -> float | None:
+        mine, theirs = _find(rows, scenario, stack, case), _find(rows, scenario, baseline)
+        return ratio(mine and mine.value, theirs and theirs.value)
+
+    return measure
+
+
+def _time_of(scenario: str, stack: str, case: str) -> Measure:
+    def measure(rows: Sequence[Row]) -> float | None:
+        row = _find(rows, scenario, stack, case)
+        return row.time_ms if row else None
+
+    return measure
+
+
+COLD_NO_PENDING = "to /_api/ready, no pending migration"
+COLD_PENDING = "to /_api/ready, 1 pending migration"
+DRAIN_IDLE = "SIGTERM to exit, idle"
+
+TARGETS = (
+    Target(
+        "JSON hello: forge >= 0.90 x litestar",
+        _over("hello", "forge", BASELINE),
+        limit=0.90,
+        at_least=True,
+        unit="x",
+    ),
+    Target(
+        "JSON hello: forge >= 3 x fastapi",
+        _over("hello", "forge", "fastapi"),
+        limit=3.0,
+        at_least=True,
+        unit="x",
+    ),
+    Target(
+        "DB read: forge >= 0.90 x litestar+SQLAlchemy",
+        _over("db", "forge", BASELINE),
+        limit=0.90,
+        at_least=True,
+        unit="x",
+    ),
+    Target(
+        "Cold start to ready (no pending migration) <= 2 x litestar",
+        _over("cold-start", "forge", BASELINE, COLD_NO_PENDING),
+        limit=2.0,
+        at_least=False,
+        unit="x",
+    ),
+    Target(
+        "Idle drain <= 200 ms",
+        _time_of("drain", "forge", DRAIN_IDLE),
+        limit=200.0,
+        at_least=False,
+        unit="ms",
+    ),
+)
+
+
+def verdicts(rows: Sequence[Row]) -> list[Verdict]:
+    return [Verdict(target, target.measure(rows)) for target in TARGETS]
+
+
+# -- the machine -----------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def describe_machine(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What the figures were measured on; call it at the start of the run (load average)."""
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    packages = ("granian", "litestar", "sqlalchemy", "asyncpg", "uvloop", "fastapi", "uvicorn")
+    return {
+        "CPU": _cpu_model(),
+        "cores": f"{os.cpu_count()} ({usable} usable by this process)",
+        "memory": _memory(),
+        "OS": f"{platform.system()} {platform.release()}",
+        "load average at start (1, 5, 15 min)": load,
+        "Python": platform.python_version(),
+        **{name: _version(name) for name in packages},
+        **(extra or {}),
+    }
+
+
+# -- Markdown --------------------------------------------------------------------------------
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def table(rows: Sequence[Row], titles: dict[str, str]) -> str:
+    lines = [
+        "| Scenario | Case | Stack | req/s | p50 ms | p99 ms | time ms | x litestar | Notes |",
+        "|---|---|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for row in rows:
+        cells = (
+            titles.get(row.scenario, row.scenario),
+            row.case,
+            row.stack,
+            _number(row.rps),
+            _number(row.p50_ms, 2),
+            _number(row.p99_ms, 2),
+            _number(row.time_ms),
+            _number(row.ratio, 2),
+            row.notes,
+        )
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def targets_table(results: Sequence[Verdict]) -> str:
+    lines = ["| Target | Measured | Result |", "|---|--:|---|"]
+    lines += [f"| {v.target.label} | {v.shown} | {v.outcome} |" for v in results]
+    return "\n".join(lines)
+
+
+def render(
+    *,
+    rows: Sequence[Row],
+    titles: dict[str, str],
+    machine: dict[str, str],
+    run: Sequence[str],
+    configuration: Sequence[str],
+    errors: Sequence[str],
+) -> str:
+    parts = [
+        "# Benchmark results",
+        "\n".join(f"- {line}" for line in run),
+        "## Machine",
+        "\n".join(f"- {key}: {value}" for key, value in machine.items()),
+        "## Results",
+        "Ratios (x litestar) are against the bare-Litestar row of the same scenario in this "
+        "run: req/s over its req/s (higher is better), or time over its time (lower is "
+        "better).",
+        table(rows, titles),
+        "## Targets",
+        targets_table(verdicts(rows)),
+        "## Configuration",
+        "\n".join(f"- {line}" for line in configuration),
+    ]
+    if errors:
+        parts += ["## Errors", "\n\n".join(f"```\n{error.strip()}\n```" for error in errors)]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,509 @@
+"""The six scenarios, each a function from a `Bench` to rows of the report.
+
+Every server a scenario starts lives inside a `Servers` block and every
+database inside a `temp_database` block, so both are gone when the scenario
+ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from . import pg
+from .client import Connection
+from .load import WrkResult, run_wrk
+from .project import FRONTEND_BUILD, REPO, DemoProject, clean_environ, demo_config
+from .report import COLD_NO_PENDING, COLD_PENDING, DRAIN_IDLE, Row, median_ms, ratio
+from .servers import (
+    HOST,
+    Server,
+    ServerError,
+    Servers,
+    forge_command,
+    free_port,
+    granian_command,
+    uvicorn_command,
+    wait_all_ok,
+)
+
+READY = "/_api/ready"
+HELLO = "/api/hello"
+LITESTAR_APP = "bench.stacks.litestar_app:app"
+RAW_ASGI_APP = "bench.stacks.raw_asgi:app"
+FASTAPI_APP = "bench.stacks.fastapi_app:app"
+TRIES = 3
+"""Starts for one drain figure before giving up on getting every request in flight at once."""
+
+
+@dataclass(frozen=True)
+class Options:
+    quick: bool
+    duration: int
+    """Seconds of each measured wrk run."""
+    warmup: int
+    """Seconds of wrk load thrown away before the first measured run of each URL (0: none)."""
+    rounds: int
+    """Measured wrk runs per URL, taken in turn with the scenario's other URLs."""
+    repetitions: int
+    """Starts and stops per figure of the cold-start and drain scenarios."""
+    contention_nodes: tuple[int, ...]
+    in_flight: int = 50
+    sleep_ms: int = 100
+
+    @classmethod
+    def choose(cls, *, quick: bool, duration: int | None) -> Options:
+        if quick:
+            return cls(True, duration or 1, 0, 1, 1, (1, 2))
+        return cls(False, duration or 3, 1, 3, 5, (1, 4, 8))
+
+
+class Bench:
+    """What the scenarios share: options, a work directory, and how to start each stack."""
+
+    def __init__(self, options: Options, workdir: Path) -> None:
+        self.options = options
+        self.workdir = workdir
+        self.configuration: dict[str, str] = {}
+        """Which configuration each stack ran with, for the report."""
+        self._projects = 0
+        demo = demo_config()
+        self.greeting = str(demo.get("env", {}).get("GREETING", "Hello"))
+        database = demo.get("database", {})
+        self.pool_size = int(database.get("pool_size", 5))
+        self.max_overflow = int(database.get("max_overflow", 5))
+
+    # -- the stacks --------------------------------------------------------------------------
+
+    def servers(self) -> Servers:
+        return Servers(self.workdir / "logs")
+
+    def project(self, name: str, env: dict[str, str] | None = None) -> DemoProject:
+        self._projects += 1
+        project = DemoProject.create(self.workdir / f"{self._projects:02d}-{name}", env)
+        self.configuration.setdefault("forge", describe_forge(project))
+        return project
+
+    def spawn_forge(self, servers: Servers, project: DemoProject) -> Server:
+        port = free_port()
+        return servers.spawn(
+            "forge", forge_command(port), port=port, cwd=project.root, env=project.environ()
+        )
+
+    def spawn_baseline(
+        self, servers: Servers, stack: str, env: dict[str, str] | None = None
+    ) -> Server:
+        """Start `stack` (``litestar``, ``raw-asgi`` or ``fastapi``) without waiting for it."""
+        port = free_port()
+        commands = {
+            "litestar": granian_command(LITESTAR_APP, port),
+            "raw-asgi": granian_command(RAW_ASGI_APP, port),
+            "fastapi": uvicorn_command(FASTAPI_APP, port),
+        }
+        environ = clean_environ(
+            {
+                "PYTHONPATH": str(REPO),
+                "GREETING": self.greeting,
+                "DB_POOL_SIZE": str(self.pool_size),
+                "DB_MAX_OVERFLOW": str(self.max_overflow),
+                **(env or {}),
+            }
+        )
+        return servers.spawn(stack, commands[stack], port=port, cwd=REPO, env=environ)
+
+    def start(
+        self,
+        servers: Servers,
+        stack: str,
+        *,
+        project: DemoProject | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Server:
+        """Start `stack` and wait until it is ready to serve."""
+        if stack == "forge":
+            server = self.spawn_forge(servers, project or self.project("forge"))
+            ready_at = server.wait_ok(READY)
+        else:
+            server = self.spawn_baseline(servers, stack, env)
+            ready_at = server.wait_ok(HELLO)
+        say(f"  {stack} ready in {ready_at - server.spawned_at:.1f} s on port {server.port}")
+        return server
+
+    # -- measuring ---------------------------------------------------------------------------
+
+    def measure(self, scenario: str, loads: Sequence[Load]) -> list[Row]:
+        """Put each URL under wrk in turn, `rounds` times; rows of per-figure medians.
+
+        The scenario's servers are all up meanwhile, so a change in the machine's
+        load during the scenario hits every stack alike instead of the last one.
+        """
+        runs: dict[Load, list[WrkResult]] = {load: [] for load in loads}
+        for round_ in range(self.options.rounds):
+            for load in loads:
+                if round_ == 0 and self.options.warmup:
+                    run_wrk(load.url, duration=self.options.warmup)
+                result = run_wrk(load.url, duration=self.options.duration)
+                say(f"  {load.stack} {load.case}: {result.requests_per_s:,.0f} req/s")
+                runs[load].append(result)
+        return with_ratios([_throughput_row(scenario, load, runs[load]) for load in loads])
+
+    @contextmanager
+    def database(self) -> Iterator[str]:
+        if not pg.reachable():
+            raise ServerError(f"PostgreSQL is not reachable at {pg.ADMIN_URL}")
+        with pg.temp_database() as url:
+            yield url
+
+    def repeat(self, measure: Callable[[], float]) -> list[float]:
+        return [measure() for _ in range(self.options.repetitions)]
+
+
+@dataclass(frozen=True)
+class Load:
+    """One URL to measure, and how to report it."""
+
+    case: str
+    stack: str
+    url: str
+    notes: str = ""
+
+
+def _throughput_row(scenario: str, load: Load, runs: Sequence[WrkResult]) -> Row:
+    rates = [run.requests_per_s for run in runs]
+    notes = [load.notes]
+    if len(runs) > 1:
+        notes.append(f"median of {len(runs)} runs ({min(rates):,.0f} to {max(rates):,.0f} req/s)")
+    notes += [run.problems for run in runs]
+    return Row(
+        scenario,
+        load.case,
+        load.stack,
+        rps=statistics.median(rates),
+        p50_ms=statistics.median(run.p50_ms for run in runs),
+        p99_ms=statistics.median(run.p99_ms for run in runs),
+        notes="; ".join(note for note in notes if note),
+    )
+
+
+def describe_forge(project: DemoProject) -> str:
+    """The runtime's effective configuration for the demo project, as the runtime loads it."""
+    try:
+        from runtime import config
+
+        settings = config.load(project.root / "forge.toml", environ=clean_environ())
+    except Exception as exc:  # the summary is informative only
+        return f"the demo's forge.toml (effective settings unavailable: {exc})"
+    return (
+        "the demo's forge.toml unchanged but [frontend].path (absolute), no environment "
+        f"overrides but DATABASE_URL where PostgreSQL is used: workers {settings.server.workers}, "
+        f"Granian loop auto ({_auto_loop()}), log level {settings.logging.level}, access log "
+        f"{'on' if settings.logging.access_log else 'off'} (to a file), app env "
+        f"{settings.app.env}, database {settings.database.url} (SQLite) unless PostgreSQL, "
+        f"pool {settings.database.pool_size} + overflow {settings.database.max_overflow}, "
+        f"shutdown delay {settings.shutdown.delay:g} s, drain timeout "
+        f"{settings.shutdown.drain_timeout:g} s"
+    )
+
+
+def _auto_loop() -> str:
+    """The event loop Granian's ``auto`` picks here: rloop, else uvloop, else asyncio."""
+    for name in ("rloop", "uvloop"):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    return "asyncio"
+
+
+def check(url: str, *, contains: str = "", content_type: str = "") -> httpx.Response:
+    """One GET that must answer 200 (with `contains` in the body): we measure the right thing."""
+    response = httpx.get(url, timeout=10)
+    if response.status_code != 200 or contains not in response.text:
+        raise ServerError(f"GET {url}: {response.status_code} {response.text[:300]!r}")
+    if not response.headers.get("content-type", "").startswith(content_type):
+        raise ServerError(f"GET {url}: content-type {response.headers.get('content-type')}")
+    return response
+
+
+def with_ratios(rows: list[Row]) -> list[Row]:
+    """Fill each row's ratio against the scenario's litestar row of the same case, if any."""
+    for row in rows:
+        baseline = next((r for r in rows if r.stack == "litestar" and r.case == row.case), None)
+        if baseline is not None:
+            row.ratio = ratio(row.value, baseline.value)
+    return rows
+
+
+def say(message: str) -> None:
+    """Progress, on stderr: the report itself goes to stdout."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# -- 1. JSON hello ---------------------------------------------------------------------------
+
+
+def hello(bench: Bench) -> list[Row]:
+    expected = {"message": f"{bench.greeting}, world!"}
+    loads = []
+    with bench.servers() as servers:
+        for stack in ("forge", "litestar", "raw-asgi", "fastapi"):
+            server = bench.start(servers, stack)
+            if (answer := check(server.url + HELLO).json()) != expected:
+                raise server.fail(f"GET {HELLO} answered {answer}, not {expected}")
+            loads.append(Load("GET /api/hello", stack, server.url + HELLO))
+        return bench.measure("hello", loads)
+
+
+# -- 2. One-row read through the database ----------------------------------------------------
+
+
+def db_read(bench: Bench) -> list[Row]:
+    case = "GET /api/notes/{id}"
+    with bench.database() as forge_db, bench.database() as litestar_db, bench.servers() as servers:
+        project = bench.project("db", {"DATABASE_URL": forge_db})
+        forge = bench.start(servers, "forge", project=project)
+        created = httpx.post(
+            forge.url + "/api/notes", json={"title": "bench", "body": "one row"}, timeout=10
+        )
+        created.raise_for_status()
+        forge_note = f"{forge.url}/api/notes/{created.json()['id']}"
+        check(forge_note, contains='"title":"bench"')
+
+        # The demo's own migrations make the table; the row goes in directly.
+        bench.project("db-schema", {"DATABASE_URL": litestar_db}).forge("migrate")
+        note_id = pg.fetchval(
+            litestar_db,
+            "INSERT INTO notes (title, body, created_at) VALUES ($1, $2, now()) RETURNING id",
+            "bench",
+            "one row",
+        )
+        litestar = bench.start(servers, "litestar", env={"DATABASE_URL": litestar_db})
+        litestar_note = f"{litestar.url}/api/notes/{note_id}"
+        check(litestar_note, contains='"title":"bench"')
+
+        pool = f"pool {bench.pool_size} + overflow {bench.max_overflow}"
+        return bench.measure(
+            "db",
+            [
+                Load(case, "forge", forge_note, f"ctx.db on PostgreSQL (asyncpg), {pool}"),
+                Load(case, "litestar", litestar_note, f"plain SQLAlchemy AsyncSession, {pool}"),
+            ],
+        )
+
+
+# -- 3. Static asset and SPA fallback --------------------------------------------------------
+
+
+def hashed_asset(build: Path = FRONTEND_BUILD) -> tuple[str, int]:
+    """The largest JavaScript file under ``_app/immutable/``: its URL path and size."""
+    files = sorted((build / "_app" / "immutable").rglob("*.js"), key=lambda f: f.stat().st_size)
+    if not files:
+        raise ServerError(
+            f"no frontend build in {build}: build it first (cd frontend && npm ci && npm run build)"
+        )
+    return "/" + files[-1].relative_to(build).as_posix(), files[-1].stat().st_size
+
+
+def static(bench: Bench) -> list[Row]:
+    asset, size = hashed_asset()
+    asset_case, client_route = "hashed asset", "/notes/123"
+    with bench.servers() as servers:
+        forge = bench.start(servers, "forge")
+        check(forge.url + asset, content_type="text/javascript")
+        check(forge.url + client_route, content_type="text/html")
+        litestar = bench.start(servers, "litestar", env={"FRONTEND_BUILD": str(FRONTEND_BUILD)})
+        check(litestar.url + asset, content_type="text/javascript")
+        return bench.measure(
+            "static",
+            [
+                Load(
+                    asset_case, "forge", forge.url + asset, f"{asset}, {size:,} bytes, uncompressed"
+                ),
+                Load(asset_case, "litestar", litestar.url + asset, "create_static_files_router"),
+                Load(
+                    f"SPA fallback {client_route}",
+                    "forge",
+                    forge.url + client_route,
+                    "index.html; no baseline",
+                ),
+            ],
+        )
+
+
+# -- 4. Cold start ---------------------------------------------------------------------------
+
+
+def cold_start(bench: Bench) -> list[Row]:
+    project = bench.project("cold-start")
+    project.forge("migrate")
+    project.add_pending_revision()
+
+    def start_to_ok(spawn: Callable[[Servers], Server], path: str) -> float:
+        with bench.servers() as servers:
+            server = spawn(servers)
+            return (server.wait_ok(path) - server.spawned_at) * 1000
+
+    litestar, pending, current = [], [], []
+    for _ in range(bench.options.repetitions):  # interleaved, so drift hits all three alike
+        litestar.append(start_to_ok(lambda s: bench.spawn_baseline(s, "litestar"), HELLO))
+        pending.append(start_to_ok(lambda s: bench.spawn_forge(s, project), READY))
+        current.append(start_to_ok(lambda s: bench.spawn_forge(s, project), READY))
+        project.forge("migrate:rollback", "--steps", "1")
+
+    rows = []
+    for case, stack, samples, extra in (
+        (COLD_NO_PENDING, "forge", current, "after forge migrate"),
+        (COLD_PENDING, "forge", pending, "a trivial SQL revision"),
+        ("to first 200 on /api/hello", "litestar", litestar, "granian CLI"),
+    ):
+        value, spread = median_ms(samples)
+        rows.append(Row("cold-start", case, stack, time_ms=value, notes=f"{spread}; {extra}"))
+    for row in rows:
+        row.ratio = ratio(row.time_ms, rows[-1].time_ms)
+    return rows
+
+
+# -- 5. Drain --------------------------------------------------------------------------------
+
+
+def drain(bench: Bench) -> list[Row]:
+    project = bench.project("drain")
+    project.add_sleep_handler()
+    project.forge("migrate")
+
+    def idle(start: Callable[[Servers], Server]) -> float:
+        with bench.servers() as servers:
+            server = start(servers)
+            sent_at = server.terminate()
+            code = server.wait_exit()
+            exited_at = time.perf_counter()
+            if code != 0:
+                raise server.fail(f"exited with {code} after an idle drain")
+            return (exited_at - sent_at) * 1000
+
+    def busy() -> float:
+        for _ in range(TRIES):
+            with bench.servers() as servers:
+                server = bench.start(servers, "forge", project=project)
+                options = bench.options
+                took = asyncio.run(_drain_in_flight(server, options.in_flight, options.sleep_ms))
+            if took is not None:
+                return took
+        raise ServerError(f"never {bench.options.in_flight} requests in flight at once")
+
+    forge_idle = bench.repeat(lambda: idle(lambda s: bench.start(s, "forge", project=project)))
+    litestar_idle = bench.repeat(lambda: idle(lambda s: bench.start(s, "litestar")))
+    in_flight = bench.repeat(busy)
+
+    n, ms = bench.options.in_flight, bench.options.sleep_ms
+    rows = []
+    for case, stack, samples, extra in (
+        (DRAIN_IDLE, "forge", forge_idle, "shutdown delay 0 s"),
+        (f"SIGTERM to exit, {n} x {ms} ms in flight", "forge", in_flight, f"all {n} answered 200"),
+        (DRAIN_IDLE, "litestar", litestar_idle, "granian CLI"),
+    ):
+        value, spread = median_ms(samples)
+        rows.append(Row("drain", case, stack, time_ms=value, notes=f"{spread}; {extra}"))
+    return with_ratios(rows)
+
+
+async def _drain_in_flight(server: Server, requests: int, sleep_ms: int) -> float | None:
+    """SIGTERM while `requests` slow requests are in flight; ms from SIGTERM to exit.
+
+    None if they were never all in flight at once (try again). Fails unless every
+    one of them was answered 200 and the server exited 0.
+    """
+    host = f"{HOST}:{server.port}"
+    connections = [await Connection.open(HOST, server.port) for _ in range(requests + 1)]
+    try:
+        # Every connection accepted and served once, so the slow requests all arrive at once.
+        await asyncio.gather(*(connection.get(READY, host) for connection in connections))
+        probe, slow = connections[0], connections[1:]
+        for connection in slow:
+            connection.send_get(f"/api/sleep?ms={sleep_ms}", host)
+        answers = [asyncio.create_task(connection.response()) for connection in slow]
+        if not await _all_sleeping(probe, host, requests, answers):
+            await asyncio.gather(*answers, return_exceptions=True)
+            return None
+        sent_at = server.terminate()
+
+        def wait_exit() -> tuple[int, float]:
+            code = server.wait_exit()
+            return code, time.perf_counter()
+
+        code, exited_at = await asyncio.to_thread(wait_exit)
+        results = await asyncio.gather(*answers, return_exceptions=True)
+    finally:
+        for connection in connections:
+            await connection.close()
+    statuses = [result[0] if isinstance(result, tuple) else repr(result) for result in results]
+    if statuses.count(200) != requests:
+        raise server.fail(f"in-flight requests during the drain got {statuses}")
+    if code != 0:
+        raise server.fail(f"exited with {code} after draining {requests} requests")
+    return (exited_at - sent_at) * 1000
+
+
+async def _all_sleeping(
+    probe: Connection, host: str, requests: int, answers: list[asyncio.Task[tuple[int, bytes]]]
+) -> bool:
+    """Wait until `requests` requests sleep in the server at once; False if they never do."""
+    while not all(answer.done() for answer in answers):
+        _, body = await probe.get("/api/sleep/active", host)
+        if json.loads(body)["sleeping"] == requests:
+            return True
+        await asyncio.sleep(0.001)
+    return False
+
+
+# -- 6. Migration lock contention ------------------------------------------------------------
+
+
+def contention(bench: Bench) -> list[Row]:
+    rows = []
+    for nodes in bench.options.contention_nodes:
+        with bench.database() as url, bench.servers() as servers:
+            project = bench.project(f"contention-{nodes}", {"DATABASE_URL": url})
+            started = [bench.spawn_forge(servers, project) for _ in range(nodes)]
+            ready = wait_all_ok(started, READY)
+            first_spawn = started[0].spawned_at
+            all_ready = (max(ready) - first_spawn) * 1000
+            first_ready = (min(ready) - first_spawn) * 1000
+            rows.append(
+                Row(
+                    "contention",
+                    f"{nodes} node{'s' if nodes > 1 else ''} on one fresh database",
+                    "forge",
+                    time_ms=all_ready,
+                    notes=f"spawn to all ready; first ready after {first_ready:.0f} ms",
+                )
+            )
+    single = rows[0].time_ms if rows else None
+    for row in rows[1:]:
+        row.notes += f"; {ratio(row.time_ms, single):.2f} x the 1-node time"
+    return rows
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    run: Callable[[Bench], list[Row]]
+
+
+SCENARIOS = (
+    Scenario("hello", "1. JSON hello", hello),
+    Scenario("db", "2. DB read (PostgreSQL)", db_read),
+    Scenario("static", "3. Static files", static),
+    Scenario("cold-start", "4. Cold start", cold_start),
+    Scenario("drain", "5. Drain", drain),
+    Scenario("contention", "6. Migration lock contention", contention),
+)
