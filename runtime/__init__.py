@@ -15,9 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .cluster.leader import daemon
     from .context import Context, Ctx, MissingEnvError
+    from .scheduler import cron
 
-__all__ = ["Context", "Ctx", "MissingEnvError", "__version__"]
+__all__ = ["Context", "Ctx", "MissingEnvError", "__version__", "cron", "daemon"]
 
 __version__ = "0.1.0"
 
@@ -29,4 +31,12 @@ def __getattr__(name: str) -> Any:
         from . import context
 
         return getattr(context, name)
+    if name == "cron":
+        from .scheduler import cron
+
+        return cron
+    if name == "daemon":
+        from .cluster.leader import daemon
+
+        return daemon
     raise AttributeError(f"module 'runtime' has no attribute {name!r}")

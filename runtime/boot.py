@@ -29,11 +29,10 @@ def prepare(settings: Settings) -> Discovery:
         create_app(settings, found.mounts)
     except ImproperlyConfiguredException as exc:
         raise HandlerError(f"cannot assemble the app: {exc}") from None
-    _warn_if_frontend_missing(settings)
     return found
 
 
-def _warn_if_frontend_missing(settings: Settings) -> None:
+def warn_if_frontend_missing(settings: Settings) -> None:
     frontend = settings.frontend
     if frontend.dev_url is None and not (settings.path(frontend.path) / "index.html").is_file():
         log.warning(

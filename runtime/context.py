@@ -157,6 +157,24 @@ def context_for_scope(scope: Any) -> Context:
     )
 
 
+async def run_in_context(
+    fn: Any,
+    *,
+    config: Settings,
+    env: Env,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    request_id: str = "-",
+) -> None:
+    """Call ``fn(ctx)`` outside a request (cron tasks, daemons, jobs), committing on success."""
+    ctx = Context(config=config, env=env, sessionmaker=sessionmaker, request_id=request_id)
+    try:
+        await fn(ctx)
+    except BaseException as error:
+        await ctx._finish(error)
+        raise
+    await ctx._finish(None)
+
+
 async def provide_context(request: Request[Any, Any, Any]) -> AsyncIterator[Context]:
     """Litestar dependency behind `Ctx` for handlers `inject_context` cannot wrap."""
     ctx = context_for_scope(request.scope)

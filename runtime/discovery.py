@@ -21,7 +21,9 @@ from typing import Any
 from litestar import Controller, Router
 from litestar.handlers import BaseRouteHandler
 
+from .cluster.leader import DaemonTask
 from .errors import HandlerError
+from .scheduler import CronTask
 
 RESERVED_PREFIX = "/_api"
 
@@ -41,6 +43,10 @@ class Discovery:
 
     modules: list[ModuleType] = field(default_factory=list)
     mounts: list[Mount] = field(default_factory=list)
+    crons: list[Any] = field(default_factory=list)
+    """`runtime.scheduler.CronTask` objects, by name."""
+    daemons: list[Any] = field(default_factory=list)
+    """`runtime.cluster.leader.DaemonTask` objects, by name."""
 
 
 def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
@@ -70,7 +76,27 @@ def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
 
     found.mounts = _collect_mounts(found.modules, root)
     check_conflicts(found.mounts, prefix)
+    found.crons = _collect_named(found.modules, CronTask, root, "cron task")
+    found.daemons = _collect_named(found.modules, DaemonTask, root, "daemon")
     return found
+
+
+def _collect_named(modules: list[ModuleType], kind: type, root: Path, noun: str) -> list[Any]:
+    """Objects of `kind` declared in the modules; two with one name stop boot."""
+    found: dict[str, tuple[Any, str]] = {}
+    for module in modules:
+        for value in vars(module).values():
+            if not isinstance(value, kind):
+                continue
+            where = _location(value.fn, module, root) if hasattr(value, "fn") else module.__name__
+            if value.name in found and found[value.name][0] is not value:
+                raise HandlerError(
+                    f"{noun} {value.name!r} is declared twice: in {found[value.name][1]} "
+                    f"and in {where}",
+                    hint="give one of them another name (name=...)",
+                )
+            found[value.name] = (value, where)
+    return [value for value, _ in found.values()]
 
 
 def _forget_other_app(package: str, handlers_dir: Path) -> None:

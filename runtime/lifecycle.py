@@ -20,8 +20,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .background import Background
 from .cluster.registry import NodeInfo, Registry
 from .db import create_engine
+from .scheduler import abandon_runs_of
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -137,6 +139,8 @@ class Node:
         boot: Callable[[], Awaitable[object]] | None,
         on_ready: Callable[[], None],
         on_failure: Callable[[BaseException], None],
+        crons: list[Any] | None = None,
+        daemons: list[Any] | None = None,
     ) -> None:
         self.settings = settings
         self.status = status
@@ -148,6 +152,11 @@ class Node:
         self._thread = threading.Thread(target=self._run, name="forge-node", daemon=True)
         self._started = threading.Event()
         self.registry: Registry | None = None
+        self.background: Background | None = None
+        self.cut: list[str] = []
+        """Background tasks cancelled at the drain bound."""
+        self._crons = crons or []
+        self._daemons = daemons or []
 
     def start(self) -> None:
         self._thread.start()
@@ -156,6 +165,8 @@ class Node:
     def mark_draining(self, timeout: float = 2.0) -> None:
         """Readiness turns 503 at once; the registry row follows (bounded wait)."""
         self.status.set(NodeStatus.DRAINING)
+        if self._loop is not None and self.background is not None:
+            self._loop.call_soon_threadsafe(self.background.stop_taking_work)
         self._call(self._heartbeat_once(), timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -205,7 +216,18 @@ class Node:
                 await self._heartbeat_once()
             if self.status.get() is NodeStatus.READY:
                 self._on_ready()
+            if self._crons or self._daemons:
+                self.background = Background(
+                    self.settings,
+                    crons=self._crons,
+                    daemons=self._daemons,
+                    node_id=self.registry.node.id,
+                    on_leadership_change=self._leadership_changed,
+                )
+                self.background.start()
             await self._beat_until_stopped()
+            if self.background is not None:
+                self.cut = await self.background.drain(self.settings.shutdown.drain_timeout)
             async with self._registry_lock:
                 self._deregistered = True
                 try:
@@ -234,8 +256,9 @@ class Node:
             if self.registry is None or self._deregistered:
                 return
             status = self.status.get() if status is None else status
+            leads = self.background.leads if self.background is not None else []
             try:
-                await self.registry.heartbeat(status.label)
+                await self.registry.heartbeat(status.label, leads)
             except Exception as exc:
                 log.warning("node heartbeat failed: %s", _describe(exc))
 
@@ -248,6 +271,14 @@ class Node:
             return
         for node_id in reaped:
             log.warning("reaped node %s: no heartbeat for %ss", node_id, self.registry.dead_after)
+        try:
+            await abandon_runs_of(self.registry.engine, reaped)
+        except Exception as exc:
+            log.warning("marking the cron runs of dead nodes failed: %s", _describe(exc))
+
+    def _leadership_changed(self) -> None:
+        # `forge nodes` shows who leads what: write it now, not at the next beat.
+        asyncio.get_running_loop().create_task(self._heartbeat_once())
 
 
 def _describe(exc: BaseException) -> str:

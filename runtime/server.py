@@ -92,7 +92,7 @@ class NodeServer(MPServer):
         log.info("stopped after %.0f ms of draining", (time.monotonic() - started) * 1000)
         if cut:
             log.error("%d request(s) were cut at the drain bound", cut)
-        return 1 if (self.boot_error or cut or crashed) else 0
+        return 1 if (self.boot_error or cut or crashed or self.node.cut) else 0
 
     def _exit_now(self, signum: int, _frame: Any) -> None:
         log.warning("second %s: exiting at once", signal.Signals(signum).name)
@@ -108,6 +108,9 @@ def serve(
     settings: Settings,
     overrides: dict[str, Any],
     boot: Callable[[], Awaitable[object]] | None,
+    *,
+    crons: list[Any] | None = None,
+    daemons: list[Any] | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain; the process's exit code."""
     status = SharedStatus.create()
@@ -131,7 +134,15 @@ def serve(
         assert server is not None
         server.boot_failed(error)
 
-    node = Node(settings, status, boot=boot, on_ready=on_ready, on_failure=on_failure)
+    node = Node(
+        settings,
+        status,
+        boot=boot,
+        on_ready=on_ready,
+        on_failure=on_failure,
+        crons=crons,
+        daemons=daemons,
+    )
     server = NodeServer(
         settings=settings,
         status=status,

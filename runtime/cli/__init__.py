@@ -19,6 +19,9 @@ COMMANDS = {
     "migrate:fresh": "migrate:migrate_fresh",
     "migrate:new": "migrate:migrate_new",
     "nodes": "nodes:nodes",
+    "schedule:list": "schedule:schedule_list",
+    "schedule:run": "schedule:schedule_run",
+    "schedule:work": "schedule:schedule_work",
 }
 
 

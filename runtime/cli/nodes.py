@@ -41,14 +41,14 @@ def nodes(config_file: str | None) -> None:
         click.echo("no nodes are running")
         return
     current = now()
-    header = f"{'id':40} {'address':22} {'pid':>7} {'status':9} {'age':>8} {'heartbeat':>10}"
+    header = f"{'id':40} {'address':22} {'pid':>7} {'status':9} {'age':>8} {'heartbeat':>10}  leads"
     click.echo(header)
     for row in rows:
         age = (current - _aware(row.started_at)).total_seconds()
         beat = (current - _aware(row.last_heartbeat)).total_seconds()
         click.echo(
             f"{row.id:40} {row.address + ':' + str(row.port):22} {row.pid:>7} {row.status:9} "
-            f"{_span(age):>8} {_span(beat) + ' ago':>10}"
+            f"{_span(age):>8} {_span(beat) + ' ago':>10}  {row.leads or '-'}"
         )
     click.echo(f"{len(rows)} node(s)")
 

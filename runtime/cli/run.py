@@ -12,7 +12,7 @@ import sys
 import click
 
 from .. import config
-from ..boot import prepare
+from ..boot import prepare, warn_if_frontend_missing
 from ..errors import ConfigError
 from ..frontend.build import ensure_built
 from ..log import configure_logging
@@ -47,7 +47,8 @@ def run(
     configure_logging(settings)
     if not no_build:
         ensure_built(settings)
-    prepare(settings)
+    found = prepare(settings)
+    warn_if_frontend_missing(settings)
     _check_port_free(settings.server.host, settings.server.port)
 
     boot = None
@@ -55,7 +56,7 @@ def run(
         from .migrate import apply_migrations
 
         boot = functools.partial(apply_migrations, settings, quiet_when_current=True)
-    code = serve(settings, overrides, boot=boot)
+    code = serve(settings, overrides, boot=boot, crons=found.crons, daemons=found.daemons)
     # Everything is drained, deregistered and closed by now. Tearing down the
     # interpreter's module graph would add ~300 ms between SIGTERM and exit,
     # which rolling deploys wait for; flush and leave.

@@ -14,7 +14,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, delete, select, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config import Settings
@@ -33,6 +44,7 @@ nodes = Table(
     Column("status", String(16), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("last_heartbeat", DateTime(timezone=True), nullable=False),
+    Column("leads", Text, nullable=False, server_default=""),
 )
 
 
@@ -86,6 +98,7 @@ class NodeRow:
     status: str
     started_at: datetime
     last_heartbeat: datetime
+    leads: str = ""
 
 
 class Registry:
@@ -96,13 +109,14 @@ class Registry:
         self.node = node
         self.dead_after = dead_after
 
-    async def heartbeat(self, status: str) -> None:
+    async def heartbeat(self, status: str, leads: list[str] | None = None) -> None:
         """Refresh this node's row (re-creating it if a peer reaped it meanwhile)."""
+        led = ",".join(sorted(leads or []))
         async with self.engine.begin() as connection:
             result = await connection.execute(
                 update(nodes)
                 .where(nodes.c.id == self.node.id)
-                .values(status=status, last_heartbeat=now())
+                .values(status=status, last_heartbeat=now(), leads=led)
             )
             if result.rowcount == 0:
                 await connection.execute(
@@ -116,6 +130,7 @@ class Registry:
                         status=status,
                         started_at=self.node.started_at,
                         last_heartbeat=now(),
+                        leads=led,
                     )
                 )
 

@@ -92,6 +92,11 @@ class ClusterSection(Section):
     """The address peers reach this node at; default: the host's address."""
 
 
+class SchedulerSection(Section):
+    enabled: bool = True
+    """Run cron tasks on this node (any number of nodes may; each tick runs once)."""
+
+
 class LoggingSection(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = True
@@ -128,6 +133,7 @@ class Settings(BaseSettings):
     frontend: FrontendSection = FrontendSection()
     shutdown: ShutdownSection = ShutdownSection()
     cluster: ClusterSection = ClusterSection()
+    scheduler: SchedulerSection = SchedulerSection()
     logging: LoggingSection = LoggingSection()
     env: dict[str, EnvValue] = {}
 

@@ -1,0 +1,99 @@
+"""A node's background work: cron ticks and leader-elected daemons.
+
+It runs in the node's main process, on the node's own event loop, with a
+database pool of its own, and plugs into the drain: on SIGTERM it stops
+claiming ticks and gives up its leaderships, and running tasks get the drain
+bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from .cluster.leader import DaemonTask, Leadership, lock_file_for
+from .context import Env, run_in_context
+from .db import create_engine, database_url, is_sqlite
+from .scheduler import CronTask, Scheduler
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+log = logging.getLogger("forge.background")
+
+
+class Background:
+    """Starts, stops and drains the scheduler and the daemons of one node."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        crons: list[CronTask],
+        daemons: list[DaemonTask],
+        node_id: str,
+        on_leadership_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.engine = create_engine(settings)
+        sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        env = Env(settings.env, settings.environ)
+
+        def run(fn: Callable[..., Awaitable[Any]]) -> Awaitable[None]:
+            return run_in_context(fn, config=settings, env=env, sessionmaker=sessionmaker)
+
+        self.scheduler = Scheduler(crons, self.engine, node_id, run)
+        url = database_url(settings.database.url, settings.root)
+        lock_engine = (
+            None
+            if is_sqlite(url)
+            else create_engine(settings, pooled=False, application_name=f"forge leader {node_id}")
+        )
+        self._lock_engine = lock_engine
+        self.leaderships = [
+            Leadership(
+                task,
+                engine=lock_engine,
+                lock_file=lock_file_for(str(url.database), task) if lock_engine is None else None,
+                run=run,
+                interval=settings.cluster.heartbeat_interval,
+                on_change=on_leadership_change,
+            )
+            for task in daemons
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def leads(self) -> list[str]:
+        return [leadership.task.name for leadership in self.leaderships if leadership.leading]
+
+    def start(self) -> None:
+        if self.settings.scheduler.enabled:
+            self._tasks.append(asyncio.create_task(self.scheduler.serve()))
+        for leadership in self.leaderships:
+            self._tasks.append(asyncio.create_task(leadership.serve()))
+
+    def stop_taking_work(self) -> None:
+        """Claim no more ticks and hand leaderships over (their daemons are cancelled)."""
+        self.scheduler.stop_claiming()
+        for leadership in self.leaderships:
+            leadership.stop()
+
+    async def drain(self, timeout: float) -> list[str]:
+        """Stop taking work, wait for running tasks up to `timeout`; the names of those cut."""
+        self.stop_taking_work()
+        cut = await self.scheduler.drain(timeout)
+        for name in cut:
+            log.error("cron %s cut at the drain bound (%gs)", name, timeout)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=max(timeout, 1))
+        for task in self._tasks:
+            task.cancel()
+        await self.engine.dispose()
+        if self._lock_engine is not None:
+            await self._lock_engine.dispose()
+        return cut

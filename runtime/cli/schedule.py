@@ -1,0 +1,162 @@
+"""``forge schedule:list``, ``schedule:run`` and ``schedule:work`` (Kit's names)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+
+import click
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from .. import config
+from ..boot import prepare
+from ..config import Settings
+from ..context import Env, run_in_context
+from ..db import create_engine
+from ..errors import ForgeError
+from ..scheduler import CronTask, Scheduler, cron_runs
+from .common import config_option, reports_errors
+
+log = logging.getLogger("forge.scheduler")
+
+
+def _tasks(settings: Settings) -> list[CronTask]:
+    return prepare(settings).crons
+
+
+@click.command("schedule:list")
+@config_option
+@reports_errors
+def schedule_list(config_file: str | None) -> None:
+    """List cron tasks: expression, time zone, next run, last run and its status."""
+    settings = config.load(config_file)
+    tasks = _tasks(settings)
+    if not tasks:
+        click.echo("no cron tasks are declared in the handlers")
+        return
+    last = asyncio.run(_last_runs(settings, [task.name for task in tasks]))
+    now = datetime.now(UTC)
+    click.echo(
+        f"{'name':40} {'expression':16} {'timezone':14} {'next run (UTC)':20} "
+        f"{'last run (UTC)':20} status"
+    )
+    for task in tasks:
+        tick, status = last.get(task.name, (None, "never ran"))
+        click.echo(
+            f"{task.name:40} {task.expression:16} {task.timezone:14} "
+            f"{_when(task.next_tick(now)):20} {_when(tick):20} {status}"
+        )
+
+
+async def _last_runs(settings: Settings, names: list[str]) -> dict[str, tuple[datetime, str]]:
+    engine = create_engine(settings, pooled=False)
+    try:
+        async with engine.connect() as connection:
+            latest = (
+                select(cron_runs.c.cron_name, func.max(cron_runs.c.scheduled_time).label("tick"))
+                .where(cron_runs.c.cron_name.in_(names))
+                .group_by(cron_runs.c.cron_name)
+                .subquery()
+            )
+            rows = await connection.execute(
+                select(cron_runs.c.cron_name, cron_runs.c.scheduled_time, cron_runs.c.status).join(
+                    latest,
+                    (cron_runs.c.cron_name == latest.c.cron_name)
+                    & (cron_runs.c.scheduled_time == latest.c.tick),
+                )
+            )
+            return {name: (tick, status) for name, tick, status in rows}
+    except SQLAlchemyError:
+        return {}  # no runtime tables yet: nothing ran
+    finally:
+        await engine.dispose()
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.command("schedule:run")
+@config_option
+@click.option("--task", "names", multiple=True, help="Run this task now, due or not.")
+@reports_errors
+def schedule_run(config_file: str | None, names: tuple[str, ...]) -> None:
+    """Run the tasks due now (their latest tick, if no node ran it), then exit.
+
+    Exit code 1 if a task failed.
+    """
+    settings = config.load(config_file)
+    tasks = _tasks(settings)
+    unknown = set(names) - {task.name for task in tasks}
+    if unknown:
+        raise ForgeError(
+            f"no cron task named {', '.join(sorted(unknown))}",
+            hint="forge schedule:list shows the declared tasks",
+        )
+    statuses = asyncio.run(_run_due(settings, tasks, set(names)))
+    for name, status in statuses.items():
+        click.echo(f"{name}: {status}")
+    if not statuses:
+        click.echo("nothing is due")
+    sys.exit(1 if any(status != "succeeded" for status in statuses.values()) else 0)
+
+
+async def _run_due(settings: Settings, tasks: list[CronTask], forced: set[str]) -> dict[str, str]:
+    engine = create_engine(settings)
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    env = Env(settings.env, settings.environ)
+
+    def run(fn: object) -> object:
+        return run_in_context(fn, config=settings, env=env, sessionmaker=sessionmaker)
+
+    node = f"schedule:run-{os.getpid()}"
+    scheduler = Scheduler(tasks, engine, node, run)  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+    started: dict[str, str] = {}
+    try:
+        for task in tasks:
+            if task.name in forced:
+                tick = now.replace(microsecond=0)
+            elif not forced:
+                tick = task.previous_tick(now + timedelta(microseconds=1))
+                # "Due" means this tick came within the last minute.
+                if now - tick > timedelta(minutes=1):
+                    continue
+            else:
+                continue
+            if await scheduler.claim_and_start(task, tick):
+                started[task.name] = "running"
+            else:
+                started[task.name] = "already claimed by another node"
+        await scheduler.drain(timeout=settings.shutdown.drain_timeout)
+        async with engine.connect() as connection:
+            for name in [n for n, s in started.items() if s == "running"]:
+                started[name] = await connection.scalar(
+                    select(cron_runs.c.status)
+                    .where(cron_runs.c.cron_name == name)
+                    .order_by(cron_runs.c.id.desc())
+                    .limit(1)
+                )
+        return started
+    finally:
+        await engine.dispose()
+
+
+@click.command("schedule:work")
+@config_option
+@click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations first.")
+@reports_errors
+def schedule_work(config_file: str | None, no_migrate: bool) -> None:
+    """A scheduler-only node: cron tasks and daemons, no HTTP; drains on SIGTERM."""
+    from ..worker_node import run_worker_node
+
+    settings = config.load(config_file)
+    found = prepare(settings)
+    sys.exit(run_worker_node(settings, found, migrate=not no_migrate))

@@ -1,0 +1,315 @@
+"""Cron tasks that run exactly once per tick, however many nodes run the scheduler.
+
+    @cron("*/5 * * * *")
+    async def prune_notes(ctx: Ctx) -> None: ...
+
+Every node runs the scheduler. At each tick every node tries to insert a row
+``(cron_name, scheduled_time)`` into ``forge_cron_runs``; the unique constraint
+lets exactly one succeed, and that node runs the task and records how it went.
+Correctness rests on the database, not on a long-lived leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger("forge.scheduler")
+
+DEFAULT_CATCH_UP = 10
+"""Missed ticks run after downtime with ``catch_up=True``."""
+
+metadata = MetaData()
+
+cron_runs = Table(
+    "forge_cron_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cron_name", String(200), nullable=False),
+    Column("scheduled_time", DateTime(timezone=True), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("error", Text),
+)
+
+
+class CronError(ValueError):
+    """A cron declaration that cannot be scheduled."""
+
+
+@dataclass(frozen=True)
+class CronTask:
+    """A function declared with `cron`, and when to run it."""
+
+    fn: Callable[..., Awaitable[Any]]
+    expression: str
+    timezone: str = "UTC"
+    catch_up: int = 0
+    timeout: float | None = None
+    overlap: bool = True
+    name: str = ""
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def ticks_after(self, moment: datetime) -> croniter:
+        """An iterator over this task's ticks after `moment` (in its time zone)."""
+        seconds_first = len(self.expression.split()) == 6
+        return croniter(
+            self.expression, moment.astimezone(self.zone), second_at_beginning=seconds_first
+        )
+
+    def next_tick(self, after: datetime) -> datetime:
+        return self.ticks_after(after).get_next(datetime).astimezone(UTC)
+
+    def previous_tick(self, before: datetime) -> datetime:
+        return self.ticks_after(before).get_prev(datetime).astimezone(UTC)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.fn(*args, **kwargs)
+
+
+def cron(
+    expression: str,
+    *,
+    timezone: str = "UTC",
+    catch_up: bool | int = False,
+    timeout: float | None = None,
+    overlap: bool = True,
+    name: str | None = None,
+) -> Callable[[Callable[..., Awaitable[Any]]], CronTask]:
+    """Run the decorated ``async def task(ctx: Ctx)`` on a cron schedule.
+
+    `expression` has 5 fields (minute hour day month weekday), 6 with seconds
+    first, or is an alias such as ``@hourly``. `catch_up` runs ticks missed
+    while no node ran (``True``: up to 10, or a number); `timeout` cancels a run
+    after so many seconds; ``overlap=False`` skips a tick while the previous run
+    of the task is still going, on any node.
+    """
+
+    def decorate(fn: Callable[..., Awaitable[Any]]) -> CronTask:
+        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        if not asyncio.iscoroutinefunction(fn):
+            raise CronError(f"cron task {task_name!r} must be an async function")
+        try:
+            zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise CronError(f"cron task {task_name!r}: unknown time zone {timezone!r}") from None
+        fields = len(expression.split())
+        if not expression.startswith("@") and fields not in {5, 6}:
+            raise CronError(
+                f"cron task {task_name!r}: invalid expression {expression!r}: "
+                "expected 5 fields (minute hour day month weekday), 6 with seconds first, "
+                "or an alias such as @hourly"
+            )
+        try:
+            croniter(expression, datetime.now(zone), second_at_beginning=fields == 6)
+        except (ValueError, KeyError) as exc:
+            raise CronError(
+                f"cron task {task_name!r}: invalid expression {expression!r}: {exc}"
+            ) from None
+        missed = DEFAULT_CATCH_UP if catch_up is True else int(catch_up)
+        return CronTask(fn, expression, timezone, missed, timeout, overlap, task_name)
+
+    return decorate
+
+
+@dataclass
+class Scheduler:
+    """Claims and runs the ticks of `tasks` on this node."""
+
+    tasks: list[CronTask]
+    engine: AsyncEngine
+    node_id: str
+    run: Callable[[Callable[..., Awaitable[Any]]], Awaitable[None]]
+    """Runs a task function with a fresh ``ctx`` (committing or rolling back)."""
+    running: dict[asyncio.Task[None], str] = field(default_factory=dict)
+    claiming: bool = True
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def serve(self) -> None:
+        """Claim ticks until `stop_claiming`; the tasks themselves run concurrently."""
+        if not self.tasks:
+            return
+        now = _now()
+        upcoming = {task.name: await self._first_tick(task, now) for task in self.tasks}
+        by_name = {task.name: task for task in self.tasks}
+        while self.claiming:
+            name, due = min(upcoming.items(), key=lambda item: item[1])
+            delay = (due - _now()).total_seconds()
+            if delay > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            task = by_name[name]
+            upcoming[name] = task.next_tick(due)
+            await self.claim_and_start(task, due)
+
+    def stop_claiming(self) -> None:
+        self.claiming = False
+        self._wake.set()
+
+    async def drain(self, timeout: float) -> list[str]:
+        """Wait for running tasks up to `timeout`; cancel and return the rest."""
+        self.stop_claiming()
+        if self.running:
+            await asyncio.wait(list(self.running), timeout=timeout)
+        cut = list(self.running.values())
+        for task in list(self.running):
+            task.cancel()
+        if self.running:
+            await asyncio.wait(list(self.running), timeout=1)
+        return cut
+
+    async def _first_tick(self, task: CronTask, now: datetime) -> datetime:
+        """The first tick to claim: the next one, or the oldest missed one with catch_up."""
+        upcoming = task.next_tick(now)
+        if not task.catch_up:
+            return upcoming
+        async with self.engine.connect() as connection:
+            last = await connection.scalar(
+                select(func.max(cron_runs.c.scheduled_time)).where(
+                    cron_runs.c.cron_name == task.name
+                )
+            )
+        if last is None:
+            return upcoming  # never ran: nothing was missed
+        ticks = task.ticks_after(_aware(last))
+        missed: list[datetime] = []
+        while (tick := ticks.get_next(datetime).astimezone(UTC)) <= now:
+            missed.append(tick)
+        missed = missed[-task.catch_up :]
+        if missed:
+            log.info("cron %s: catching up %d missed tick(s)", task.name, len(missed))
+        return missed[0] if missed else upcoming
+
+    async def claim_and_start(self, task: CronTask, tick: datetime) -> bool:
+        """Claim `tick` of `task`; if this node won it, start the run."""
+        status = "running"
+        if not task.overlap and await self._still_running(task):
+            status = "skipped"
+        claimed = await self._claim(task, tick, status)
+        if not claimed:
+            return False
+        if status == "skipped":
+            log.info(
+                "cron %s: skipped the %s tick, the previous run is still going", task.name, tick
+            )
+            return False
+        run = asyncio.create_task(self._run(task, tick, claimed))
+        self.running[run] = task.name
+        run.add_done_callback(self.running.pop)
+        return True
+
+    async def _still_running(self, task: CronTask) -> bool:
+        if task.name in self.running.values():
+            return True
+        async with self.engine.connect() as connection:
+            running = await connection.scalar(
+                select(func.count())
+                .select_from(cron_runs)
+                .where(cron_runs.c.cron_name == task.name, cron_runs.c.status == "running")
+            )
+        return bool(running)
+
+    async def _claim(self, task: CronTask, tick: datetime, status: str) -> int | None:
+        try:
+            async with self.engine.begin() as connection:
+                result = await connection.execute(
+                    insert(cron_runs)
+                    .values(
+                        cron_name=task.name,
+                        scheduled_time=tick,
+                        node_id=self.node_id,
+                        status=status,
+                        started_at=_now(),
+                        finished_at=_now() if status == "skipped" else None,
+                    )
+                    .returning(cron_runs.c.id)
+                )
+                return result.scalar_one()
+        except IntegrityError:
+            return None  # another node claimed this tick first
+        except Exception as exc:
+            log.warning("cron %s: could not claim the %s tick: %s", task.name, tick, exc)
+            return None
+
+    async def _run(self, task: CronTask, tick: datetime, run_id: int) -> None:
+        started = time.monotonic()
+        status, error = "succeeded", None
+        try:
+            if task.timeout:
+                await asyncio.wait_for(self.run(task.fn), task.timeout)
+            else:
+                await self.run(task.fn)
+        except TimeoutError:
+            status, error = "failed", f"timed out after {task.timeout:g}s"
+        except asyncio.CancelledError:
+            status, error = "abandoned", "cut at the drain bound"
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("cron %s failed", task.name)
+        seconds = time.monotonic() - started
+        level = logging.DEBUG if status == "succeeded" else logging.WARNING
+        log.log(level, "cron %s (%s tick): %s in %.0f ms", task.name, tick, status, seconds * 1000)
+        await asyncio.shield(self._finish(run_id, status, error))
+
+    async def _finish(self, run_id: int, status: str, error: str | None) -> None:
+        try:
+            async with self.engine.begin() as connection:
+                await connection.execute(
+                    update(cron_runs)
+                    .where(cron_runs.c.id == run_id)
+                    .values(status=status, finished_at=_now(), error=error)
+                )
+        except Exception as exc:
+            log.warning("could not record the end of cron run %d: %s", run_id, exc)
+
+
+async def abandon_runs_of(engine: AsyncEngine, node_ids: list[str]) -> None:
+    """Mark the running ticks of reaped nodes as abandoned."""
+    if not node_ids:
+        return
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(cron_runs)
+            .where(cron_runs.c.node_id.in_(node_ids), cron_runs.c.status == "running")
+            .values(status="abandoned", finished_at=_now(), error="its node died")
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite returns naive datetimes; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
