@@ -65,6 +65,10 @@ async def create_note(ctx: Ctx, data: JSONBody[NewNote]) -> NoteOut:
     note = Note(title=data.title, body=data.body)
     ctx.db.add(note)
     await ctx.db.flush()
+    # In this request's transaction: no note, no job.
+    from .welcome import summarise_note
+
+    await ctx.enqueue(summarise_note, note_id=note.id)
     ctx.log.info("created note %d", note.id)
     return NoteOut.of(note)
 

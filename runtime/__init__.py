@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .cluster.leader import daemon
     from .context import Context, Ctx, MissingEnvError
+    from .jobs import job
     from .scheduler import cron
 
-__all__ = ["Context", "Ctx", "MissingEnvError", "__version__", "cron", "daemon"]
+__all__ = ["Context", "Ctx", "MissingEnvError", "__version__", "cron", "daemon", "job"]
 
 __version__ = "0.1.0"
 
@@ -39,4 +40,8 @@ def __getattr__(name: str) -> Any:
         from .cluster.leader import daemon
 
         return daemon
+    if name == "job":
+        from .jobs import job
+
+        return job
     raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from .cluster.leader import DaemonTask, Leadership, lock_file_for
 from .context import Env, run_in_context
 from .db import create_engine, database_url, is_sqlite
+from .jobs import JobTask
+from .jobs.worker import JobWorkers, sessionmaker_context
 from .scheduler import CronTask, Scheduler
 
 if TYPE_CHECKING:
@@ -36,10 +38,12 @@ class Background:
         crons: list[CronTask],
         daemons: list[DaemonTask],
         node_id: str,
+        jobs: list[JobTask] | None = None,
         on_leadership_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
-        self.engine = create_engine(settings)
+        pool = max(settings.database.pool_size, settings.jobs.concurrency + 2) if jobs else None
+        self.engine = create_engine(settings, pool_size=pool)
         sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         env = Env(settings.env, settings.environ)
 
@@ -66,6 +70,24 @@ class Background:
             for task in daemons
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        self.jobs = (
+            JobWorkers(
+                jobs,
+                engine=self.engine,
+                listen_engine=None
+                if is_sqlite(url)
+                else create_engine(
+                    settings, pooled=False, application_name=f"forge jobs {node_id}"
+                ),
+                node_id=node_id,
+                queues=settings.jobs.queues,
+                concurrency=settings.jobs.concurrency,
+                poll_interval=settings.jobs.poll_interval,
+                context=sessionmaker_context(settings, sessionmaker),
+            )
+            if jobs
+            else None
+        )
 
     @property
     def leads(self) -> list[str]:
@@ -76,19 +98,26 @@ class Background:
             self._tasks.append(asyncio.create_task(self.scheduler.serve()))
         for leadership in self.leaderships:
             self._tasks.append(asyncio.create_task(leadership.serve()))
+        if self.jobs is not None:
+            self._tasks.append(asyncio.create_task(self.jobs.serve()))
 
     def stop_taking_work(self) -> None:
         """Claim no more ticks and hand leaderships over (their daemons are cancelled)."""
         self.scheduler.stop_claiming()
+        if self.jobs is not None:
+            self.jobs.stop_claiming()
         for leadership in self.leaderships:
             leadership.stop()
 
     async def drain(self, timeout: float) -> list[str]:
         """Stop taking work, wait for running tasks up to `timeout`; the names of those cut."""
         self.stop_taking_work()
+        jobs = asyncio.create_task(self.jobs.drain(timeout)) if self.jobs is not None else None
         cut = await self.scheduler.drain(timeout)
         for name in cut:
             log.error("cron %s cut at the drain bound (%gs)", name, timeout)
+        if jobs is not None:
+            cut += [f"job {name}" for name in await jobs]
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=max(timeout, 1))
         for task in self._tasks:
@@ -96,4 +125,6 @@ class Background:
         await self.engine.dispose()
         if self._lock_engine is not None:
             await self._lock_engine.dispose()
+        if self.jobs is not None and self.jobs.listen_engine is not None:
+            await self.jobs.listen_engine.dispose()
         return cut

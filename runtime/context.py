@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from litestar.di import NamedDependency
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from litestar import Request
 
     from .config import Settings
+    from .jobs import JobInfo, JobTask
 
 _MISSING: Any = object()
 
@@ -87,6 +89,7 @@ class Context:
         "_sessionmaker",
         "config",
         "env",
+        "job",
         "request_id",
     )
 
@@ -107,6 +110,8 @@ class Context:
         self._sessionmaker = sessionmaker
         self._session: AsyncSession | None = None
         self._log: RequestLogger | None = None
+        self.job: JobInfo | None = None
+        """Inside a background job: its id and attempt; None elsewhere."""
 
     @property
     def request(self) -> Request[Any, Any, Any] | None:
@@ -131,6 +136,20 @@ class Context:
         if self._log is None:
             self._log = RequestLogger(handler_logger, {"request_id": self.request_id})
         return self._log
+
+    async def enqueue(
+        self,
+        task: JobTask,
+        /,
+        *,
+        delay: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> int:
+        """Enqueue the `job` `task` in this context's transaction; the job's id."""
+        from .jobs import enqueue
+
+        return await enqueue(self.db, task, delay=delay, idempotency_key=idempotency_key, **kwargs)
 
     async def _finish(self, error: BaseException | None) -> None:
         session = self._session

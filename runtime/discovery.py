@@ -23,6 +23,7 @@ from litestar.handlers import BaseRouteHandler
 
 from .cluster.leader import DaemonTask
 from .errors import HandlerError
+from .jobs import JobTask
 from .scheduler import CronTask
 
 RESERVED_PREFIX = "/_api"
@@ -47,6 +48,8 @@ class Discovery:
     """`runtime.scheduler.CronTask` objects, by name."""
     daemons: list[Any] = field(default_factory=list)
     """`runtime.cluster.leader.DaemonTask` objects, by name."""
+    jobs: list[Any] = field(default_factory=list)
+    """`runtime.jobs.JobTask` objects, by name."""
 
 
 def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
@@ -78,6 +81,7 @@ def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
     check_conflicts(found.mounts, prefix)
     found.crons = _collect_named(found.modules, CronTask, root, "cron task")
     found.daemons = _collect_named(found.modules, DaemonTask, root, "daemon")
+    found.jobs = _collect_named(found.modules, JobTask, root, "job")
     return found
 
 

@@ -16,6 +16,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .background import Background
 from .cluster.registry import NodeInfo, Registry
 from .db import create_engine
+from .jobs import requeue_orphans
 from .scheduler import abandon_runs_of
 
 if TYPE_CHECKING:
@@ -141,6 +143,7 @@ class Node:
         on_failure: Callable[[BaseException], None],
         crons: list[Any] | None = None,
         daemons: list[Any] | None = None,
+        jobs: list[Any] | None = None,
     ) -> None:
         self.settings = settings
         self.status = status
@@ -155,8 +158,10 @@ class Node:
         self.background: Background | None = None
         self.cut: list[str] = []
         """Background tasks cancelled at the drain bound."""
+        self._draining_since: float | None = None
         self._crons = crons or []
         self._daemons = daemons or []
+        self._jobs = jobs or [] if settings.jobs.enabled else []
 
     def start(self) -> None:
         self._thread.start()
@@ -165,14 +170,18 @@ class Node:
     def mark_draining(self, timeout: float = 2.0) -> None:
         """Readiness turns 503 at once; the registry row follows (bounded wait)."""
         self.status.set(NodeStatus.DRAINING)
+        self._draining_since = time.monotonic()
         if self._loop is not None and self.background is not None:
             self._loop.call_soon_threadsafe(self.background.stop_taking_work)
         self._call(self._heartbeat_once(), timeout)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Deregister and close the pool; returns when done or after `timeout`."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain background work, deregister and close the pool; returns when done or
+        after `timeout` (default: the delay and drain bound that running tasks get, + 5 s)."""
         if self._loop is not None and self._stop is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._stop.set)
+        if timeout is None:
+            timeout = self.settings.shutdown.delay + self.settings.shutdown.drain_timeout + 5
         self._thread.join(timeout)
         self.status.set(NodeStatus.STOPPED)
 
@@ -216,18 +225,19 @@ class Node:
                 await self._heartbeat_once()
             if self.status.get() is NodeStatus.READY:
                 self._on_ready()
-            if self._crons or self._daemons:
+            if self._crons or self._daemons or self._jobs:
                 self.background = Background(
                     self.settings,
                     crons=self._crons,
                     daemons=self._daemons,
+                    jobs=self._jobs,
                     node_id=self.registry.node.id,
                     on_leadership_change=self._leadership_changed,
                 )
                 self.background.start()
             await self._beat_until_stopped()
             if self.background is not None:
-                self.cut = await self.background.drain(self.settings.shutdown.drain_timeout)
+                self.cut = await self.background.drain(self._drain_left())
             async with self._registry_lock:
                 self._deregistered = True
                 try:
@@ -236,6 +246,15 @@ class Node:
                     log.warning("could not deregister the node: %s", _describe(exc))
         finally:
             await engine.dispose()
+
+    def _drain_left(self) -> float:
+        """What remains of the drain bound for background tasks. It runs from the drain's
+        start, as it does for requests, so that both are cut at the same moment."""
+        shutdown = self.settings.shutdown
+        if self._draining_since is None:
+            return shutdown.drain_timeout
+        elapsed = time.monotonic() - self._draining_since
+        return max(0.0, shutdown.delay + shutdown.drain_timeout - elapsed)
 
     async def _beat_until_stopped(self) -> None:
         assert self._stop is not None
@@ -275,6 +294,13 @@ class Node:
             await abandon_runs_of(self.registry.engine, reaped)
         except Exception as exc:
             log.warning("marking the cron runs of dead nodes failed: %s", _describe(exc))
+        try:
+            async with self.registry.engine.begin() as connection:
+                requeued = await requeue_orphans(connection)
+            if requeued:
+                log.warning("requeued %d job(s) of dead nodes", len(requeued))
+        except Exception as exc:
+            log.warning("requeueing the jobs of dead nodes failed: %s", _describe(exc))
 
     def _leadership_changed(self) -> None:
         # `forge nodes` shows who leads what: write it now, not at the next beat.

@@ -17,11 +17,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from sqlalchemy import (
     Column,
     DateTime,
@@ -130,10 +130,17 @@ def cron(
                 "or an alias such as @hourly"
             )
         try:
-            croniter(expression, datetime.now(zone), second_at_beginning=fields == 6)
+            ticks = croniter(expression, datetime.now(zone), second_at_beginning=fields == 6)
         except (ValueError, KeyError) as exc:
             raise CronError(
                 f"cron task {task_name!r}: invalid expression {expression!r}: {exc}"
+            ) from None
+        try:
+            ticks.get_next(datetime)
+        except CroniterBadDateError:
+            # Such as "0 0 31 2 *": it would stop the scheduler at its first tick.
+            raise CronError(
+                f"cron task {task_name!r}: invalid expression {expression!r}: it matches no date"
             ) from None
         missed = DEFAULT_CATCH_UP if catch_up is True else int(catch_up)
         return CronTask(fn, expression, timezone, missed, timeout, overlap, task_name)
@@ -202,32 +209,45 @@ class Scheduler:
             )
         if last is None:
             return upcoming  # never ran: nothing was missed
-        ticks = task.ticks_after(_aware(last))
+        # Back from now, not forward from the last run: after a long downtime, walking
+        # every missed tick would block the node for as long as it takes.
+        ticks = task.ticks_after(now + timedelta(microseconds=1))
         missed: list[datetime] = []
-        while (tick := ticks.get_next(datetime).astimezone(UTC)) <= now:
-            missed.append(tick)
-        missed = missed[-task.catch_up :]
+        while len(missed) < task.catch_up:
+            tick = ticks.get_prev(datetime).astimezone(UTC)
+            if tick <= _aware(last):
+                break
+            missed.insert(0, tick)
         if missed:
             log.info("cron %s: catching up %d missed tick(s)", task.name, len(missed))
         return missed[0] if missed else upcoming
 
-    async def claim_and_start(self, task: CronTask, tick: datetime) -> bool:
-        """Claim `tick` of `task`; if this node won it, start the run."""
+    async def claim_and_start(self, task: CronTask, tick: datetime) -> str:
+        """Claim `tick` of `task`; if this node won it, start the run.
+
+        The outcome: ``"started"``; ``"skipped"`` (``overlap=False`` and a run is still
+        going: recorded as skipped); ``"taken"`` (another node claimed the tick first);
+        ``"failed"`` (the database could not be reached: logged, the tick is lost).
+        """
         status = "running"
-        if not task.overlap and await self._still_running(task):
-            status = "skipped"
-        claimed = await self._claim(task, tick, status)
-        if not claimed:
-            return False
+        try:
+            if not task.overlap and await self._still_running(task):
+                status = "skipped"
+            claimed = await self._claim(task, tick, status)
+        except Exception as exc:
+            log.warning("cron %s: could not claim the %s tick: %s", task.name, tick, exc)
+            return "failed"
+        if claimed is None:
+            return "taken"
         if status == "skipped":
             log.info(
                 "cron %s: skipped the %s tick, the previous run is still going", task.name, tick
             )
-            return False
+            return "skipped"
         run = asyncio.create_task(self._run(task, tick, claimed))
         self.running[run] = task.name
         run.add_done_callback(self.running.pop)
-        return True
+        return "started"
 
     async def _still_running(self, task: CronTask) -> bool:
         if task.name in self.running.values():
@@ -241,6 +261,7 @@ class Scheduler:
         return bool(running)
 
     async def _claim(self, task: CronTask, tick: datetime, status: str) -> int | None:
+        """The id of the new run, or None if another node claimed `tick` first."""
         try:
             async with self.engine.begin() as connection:
                 result = await connection.execute(
@@ -258,9 +279,6 @@ class Scheduler:
                 return result.scalar_one()
         except IntegrityError:
             return None  # another node claimed this tick first
-        except Exception as exc:
-            log.warning("cron %s: could not claim the %s tick: %s", task.name, tick, exc)
-            return None
 
     async def _run(self, task: CronTask, tick: datetime, run_id: int) -> None:
         started = time.monotonic()

@@ -111,6 +111,7 @@ def serve(
     *,
     crons: list[Any] | None = None,
     daemons: list[Any] | None = None,
+    jobs: list[Any] | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain; the process's exit code."""
     status = SharedStatus.create()
@@ -142,6 +143,7 @@ def serve(
         on_failure=on_failure,
         crons=crons,
         daemons=daemons,
+        jobs=jobs,
     )
     server = NodeServer(
         settings=settings,

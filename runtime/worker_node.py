@@ -1,4 +1,5 @@
-"""A node without HTTP (``forge schedule:work``): migrations, registry, crons, daemons.
+"""A node without HTTP (``forge schedule:work``, ``forge jobs:work``): migrations,
+registry, crons, daemons, job workers.
 
 It lives and drains like a serving node: registered in ``forge_nodes``, on
 SIGTERM or SIGINT it stops claiming ticks, hands its leaderships over, gives
@@ -21,7 +22,9 @@ from .lifecycle import LocalStatus, Node, NodeStatus
 log = logging.getLogger("forge.node")
 
 
-def run_worker_node(settings: Settings, found: Discovery, *, migrate: bool) -> int:
+def run_worker_node(
+    settings: Settings, found: Discovery, *, migrate: bool, role: str = "scheduler"
+) -> int:
     """Run until SIGTERM or SIGINT; the exit code (1 if boot failed or work was cut)."""
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -41,13 +44,15 @@ def run_worker_node(settings: Settings, found: Discovery, *, migrate: bool) -> i
         LocalStatus(NodeStatus.STARTING),  # type: ignore[arg-type]
         boot=boot,
         on_ready=lambda: print(
-            f"forge: {settings.app.name} {settings.app.version} scheduler node ready "
-            f"({len(found.crons)} cron task(s), {len(found.daemons)} daemon(s))",
+            f"forge: {settings.app.name} {settings.app.version} {role} node ready "
+            f"({len(found.crons)} cron task(s), {len(found.daemons)} daemon(s)"
+            + (f", {len(found.jobs)} job(s))" if role == "jobs" else ")"),
             flush=True,
         ),
         on_failure=on_failure,
         crons=found.crons,
         daemons=found.daemons,
+        jobs=found.jobs,
     )
 
     def first_signal(signum: int, _frame: Any) -> None:
@@ -67,5 +72,5 @@ def run_worker_node(settings: Settings, found: Discovery, *, migrate: bool) -> i
         pass
     if not failures:
         node.mark_draining()
-    node.stop(timeout=settings.shutdown.drain_timeout + 5)
+    node.stop()
     return 1 if failures or node.cut else 0

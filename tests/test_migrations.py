@@ -21,6 +21,11 @@ import pytest
 from conftest import Node, Project, free_port
 
 from runtime.db.locks import MIGRATION_LOCK_KEY
+from runtime.db.migrate import RUNTIME_SCHEMA
+from runtime.db.revisions import revision_files
+
+# The runtime's newest revision: the last of its revision files.
+RUNTIME_HEAD = revision_files(RUNTIME_SCHEMA)[-1].stem
 
 DEMO_HEAD = "0002_index_notes_created_at"
 UNKNOWN_REVISION = "ffffdeadbeef"
@@ -283,7 +288,7 @@ def test_concurrent_migrate_processes_apply_each_revision_once(
 
     assert pg.log() == ["0003_log", "0004_log_py"]
     assert pg.version() == ["0004_log_py"]
-    assert pg.version("forge_schema_version") == ["0001_forge_nodes"]
+    assert pg.version("forge_schema_version") == [RUNTIME_HEAD]
     assert lock_holders(pg) == []
 
 

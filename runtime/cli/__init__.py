@@ -22,6 +22,9 @@ COMMANDS = {
     "schedule:list": "schedule:schedule_list",
     "schedule:run": "schedule:schedule_run",
     "schedule:work": "schedule:schedule_work",
+    "jobs:list": "jobs:jobs_list",
+    "jobs:retry": "jobs:jobs_retry",
+    "jobs:work": "jobs:jobs_work",
 }
 
 

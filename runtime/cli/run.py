@@ -56,7 +56,9 @@ def run(
         from .migrate import apply_migrations
 
         boot = functools.partial(apply_migrations, settings, quiet_when_current=True)
-    code = serve(settings, overrides, boot=boot, crons=found.crons, daemons=found.daemons)
+    code = serve(
+        settings, overrides, boot=boot, crons=found.crons, daemons=found.daemons, jobs=found.jobs
+    )
     # Everything is drained, deregistered and closed by now. Tearing down the
     # interpreter's module graph would add ~300 ms between SIGTERM and exit,
     # which rolling deploys wait for; flush and leave.

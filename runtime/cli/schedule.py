@@ -83,6 +83,14 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
+NOT_RUN = {
+    "taken": "already claimed by another node",
+    "skipped": "skipped: its previous run is still going",
+    "failed": "failed: could not claim its tick (see the log above)",
+}
+"""What `schedule:run` says of a tick it did not run; only a failed claim is an error."""
+
+
 @click.command("schedule:run")
 @config_option
 @click.option("--task", "names", multiple=True, help="Run this task now, due or not.")
@@ -105,7 +113,8 @@ def schedule_run(config_file: str | None, names: tuple[str, ...]) -> None:
         click.echo(f"{name}: {status}")
     if not statuses:
         click.echo("nothing is due")
-    sys.exit(1 if any(status != "succeeded" for status in statuses.values()) else 0)
+    fine = {"succeeded", NOT_RUN["taken"], NOT_RUN["skipped"]}
+    sys.exit(1 if any(status not in fine for status in statuses.values()) else 0)
 
 
 async def _run_due(settings: Settings, tasks: list[CronTask], forced: set[str]) -> dict[str, str]:
@@ -131,10 +140,8 @@ async def _run_due(settings: Settings, tasks: list[CronTask], forced: set[str]) 
                     continue
             else:
                 continue
-            if await scheduler.claim_and_start(task, tick):
-                started[task.name] = "running"
-            else:
-                started[task.name] = "already claimed by another node"
+            outcome = await scheduler.claim_and_start(task, tick)
+            started[task.name] = "running" if outcome == "started" else NOT_RUN[outcome]
         await scheduler.drain(timeout=settings.shutdown.drain_timeout)
         async with engine.connect() as connection:
             for name in [n for n, s in started.items() if s == "running"]:

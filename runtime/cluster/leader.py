@@ -11,7 +11,9 @@ connection of its own (a file lock beside a SQLite database). Every node tries
 to take it; the holder runs the daemon, the others stand by and try again every
 ``[cluster].heartbeat_interval``. The leader gives it up when it drains, and
 loses it with its connection: it checks that connection as often as standbys
-poll, and stops its daemon as soon as the check fails.
+poll, and stops its daemon as soon as the check fails. A node that takes the
+lock waits for as long as that can take before it starts the daemon: the lock
+may have been freed by a connection whose node does not know yet.
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ class Leadership:
         self.on_change = on_change
         self.leading = False
         self._stopping = asyncio.Event()
+        self._check_timeout = max(interval, 0.5)
+        self.takeover_delay = interval / 2 + self._check_timeout
+        """How long a leader can run its daemon after losing its lock connection: the
+        pause between two checks, and a check that times out."""
 
     def stop(self) -> None:
         self._stopping.set()
@@ -115,7 +121,9 @@ class Leadership:
                 await connection.commit()
                 if acquired:
                     try:
-                        await self._lead(lambda: self._alive(connection))
+                        await self._pause(self.takeover_delay)
+                        if not self._stopping.is_set():
+                            await self._lead(lambda: self._alive(connection))
                     finally:
                         await self._release(connection)
                     return
@@ -169,7 +177,7 @@ class Leadership:
 
     async def _alive(self, connection: AsyncConnection) -> bool:
         try:
-            async with asyncio.timeout(max(self.interval, 0.5)):
+            async with asyncio.timeout(self._check_timeout):
                 await connection.execute(text("SELECT 1"))
                 await connection.commit()
         except Exception:

@@ -97,6 +97,17 @@ class SchedulerSection(Section):
     """Run cron tasks on this node (any number of nodes may; each tick runs once)."""
 
 
+class JobsSection(Section):
+    enabled: bool = True
+    """Run job workers on this node (every node may; each job runs on one at a time)."""
+    concurrency: int = Field(4, ge=1, le=1000)
+    """Jobs this node runs at once."""
+    queues: list[str] = ["default"]
+    """The queues this node's workers take jobs from."""
+    poll_interval: Duration = 1.0
+    """How often idle workers look for jobs without a notification (always, on SQLite)."""
+
+
 class LoggingSection(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = True
@@ -134,6 +145,7 @@ class Settings(BaseSettings):
     shutdown: ShutdownSection = ShutdownSection()
     cluster: ClusterSection = ClusterSection()
     scheduler: SchedulerSection = SchedulerSection()
+    jobs: JobsSection = JobsSection()
     logging: LoggingSection = LoggingSection()
     env: dict[str, EnvValue] = {}
 
