@@ -20,6 +20,9 @@ from pathlib import Path
 
 import httpx
 
+from runtime import config
+from runtime.frontend.build import ensure_built
+
 from . import pg
 from .client import Connection
 from .load import WrkResult, run_wrk
@@ -303,7 +306,12 @@ def db_read(bench: Bench) -> list[Row]:
 
 
 def hashed_asset(build: Path = FRONTEND_BUILD) -> tuple[str, int]:
-    """The largest JavaScript file under ``_app/immutable/``: its URL path and size."""
+    """The largest JavaScript file under ``_app/immutable/``: its URL path and size.
+
+    A missing or stale demo build is built first, as `forge run` would do it.
+    """
+    if build == FRONTEND_BUILD:
+        ensure_built(config.load(REPO / "forge.toml"))
     files = sorted((build / "_app" / "immutable").rglob("*.js"), key=lambda f: f.stat().st_size)
     if not files:
         raise ServerError(
