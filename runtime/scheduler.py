@@ -38,6 +38,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .db.times import as_utc, utcnow
+
 log = logging.getLogger("forge.scheduler")
 
 DEFAULT_CATCH_UP = 10
@@ -165,12 +167,12 @@ class Scheduler:
         """Claim ticks until `stop_claiming`; the tasks themselves run concurrently."""
         if not self.tasks:
             return
-        now = _now()
+        now = utcnow()
         upcoming = {task.name: await self._first_tick(task, now) for task in self.tasks}
         by_name = {task.name: task for task in self.tasks}
         while self.claiming:
             name, due = min(upcoming.items(), key=lambda item: item[1])
-            delay = (due - _now()).total_seconds()
+            delay = (due - utcnow()).total_seconds()
             if delay > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -215,7 +217,7 @@ class Scheduler:
         missed: list[datetime] = []
         while len(missed) < task.catch_up:
             tick = ticks.get_prev(datetime).astimezone(UTC)
-            if tick <= _aware(last):
+            if tick <= as_utc(last):
                 break
             missed.insert(0, tick)
         if missed:
@@ -271,8 +273,8 @@ class Scheduler:
                         scheduled_time=tick,
                         node_id=self.node_id,
                         status=status,
-                        started_at=_now(),
-                        finished_at=_now() if status == "skipped" else None,
+                        started_at=utcnow(),
+                        finished_at=utcnow() if status == "skipped" else None,
                     )
                     .returning(cron_runs.c.id)
                 )
@@ -306,7 +308,7 @@ class Scheduler:
                 await connection.execute(
                     update(cron_runs)
                     .where(cron_runs.c.id == run_id)
-                    .values(status=status, finished_at=_now(), error=error)
+                    .values(status=status, finished_at=utcnow(), error=error)
                 )
         except Exception as exc:
             log.warning("could not record the end of cron run %d: %s", run_id, exc)
@@ -320,14 +322,5 @@ async def abandon_runs_of(engine: AsyncEngine, node_ids: list[str]) -> None:
         await connection.execute(
             update(cron_runs)
             .where(cron_runs.c.node_id.in_(node_ids), cron_runs.c.status == "running")
-            .values(status="abandoned", finished_at=_now(), error="its node died")
+            .values(status="abandoned", finished_at=utcnow(), error="its node died")
         )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes; they were written in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -14,6 +14,7 @@ from .. import config
 from ..boot import prepare
 from ..config import Settings
 from ..db import create_engine
+from ..db.times import as_utc
 from ..errors import ForgeError
 from ..jobs import DEAD, QUEUED, RUNNING, STATES, jobs, notify
 from .common import config_option, reports_errors
@@ -86,7 +87,7 @@ async def _overview(
 def _when(moment: datetime | None) -> str:
     if moment is None:
         return "-"
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = as_utc(moment)
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 

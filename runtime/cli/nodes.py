@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from .. import config
-from ..cluster.registry import NodeRow, list_nodes, now
+from ..cluster.registry import NodeRow, list_nodes
 from ..db import create_engine
+from ..db.times import as_utc, utcnow
 from ..log import configure_logging
 from .common import config_option, reports_errors
 
@@ -40,22 +40,17 @@ def nodes(config_file: str | None) -> None:
     if not rows:
         click.echo("no nodes are running")
         return
-    current = now()
+    current = utcnow()
     header = f"{'id':40} {'address':22} {'pid':>7} {'status':9} {'age':>8} {'heartbeat':>10}  leads"
     click.echo(header)
     for row in rows:
-        age = (current - _aware(row.started_at)).total_seconds()
-        beat = (current - _aware(row.last_heartbeat)).total_seconds()
+        age = (current - as_utc(row.started_at)).total_seconds()
+        beat = (current - as_utc(row.last_heartbeat)).total_seconds()
         click.echo(
             f"{row.id:40} {row.address + ':' + str(row.port):22} {row.pid:>7} {row.status:9} "
             f"{_span(age):>8} {_span(beat) + ' ago':>10}  {row.leads or '-'}"
         )
     click.echo(f"{len(rows)} node(s)")
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _span(seconds: float) -> str:

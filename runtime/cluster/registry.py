@@ -12,7 +12,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Column,
@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config import Settings
+from ..db.times import utcnow
 
 metadata = MetaData()
 
@@ -46,10 +47,6 @@ nodes = Table(
     Column("last_heartbeat", DateTime(timezone=True), nullable=False),
     Column("leads", Text, nullable=False, server_default=""),
 )
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ class NodeInfo:
             address=settings.cluster.address or _advertised_address(settings.server.host),
             port=settings.server.port,
             version=settings.app.version,
-            started_at=now(),
+            started_at=utcnow(),
         )
 
 
@@ -116,7 +113,7 @@ class Registry:
             result = await connection.execute(
                 update(nodes)
                 .where(nodes.c.id == self.node.id)
-                .values(status=status, last_heartbeat=now(), leads=led)
+                .values(status=status, last_heartbeat=utcnow(), leads=led)
             )
             if result.rowcount == 0:
                 await connection.execute(
@@ -129,14 +126,14 @@ class Registry:
                         version=self.node.version,
                         status=status,
                         started_at=self.node.started_at,
-                        last_heartbeat=now(),
+                        last_heartbeat=utcnow(),
                         leads=led,
                     )
                 )
 
     async def reap(self) -> list[str]:
         """Delete peers that missed their heartbeats for ``dead_after``; their ids."""
-        threshold = now() - timedelta(seconds=self.dead_after)
+        threshold = utcnow() - timedelta(seconds=self.dead_after)
         async with self.engine.begin() as connection:
             result = await connection.execute(
                 delete(nodes)

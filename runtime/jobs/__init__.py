@@ -22,7 +22,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -43,6 +43,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..cluster.registry import nodes
+from ..db.times import utcnow
 
 CHANNEL = "forge_jobs"
 """The PostgreSQL NOTIFY channel; the payload is the job's queue."""
@@ -182,7 +183,7 @@ async def enqueue(
         raise JobError(f"cannot enqueue {task!r}: it is not declared with @job")
     args = task.serialise(kwargs)
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
-    now = _now()
+    now = utcnow()
     values = {
         "name": task.name,
         "queue": task.queue,
@@ -227,7 +228,7 @@ async def requeue_orphans(connection: AsyncConnection) -> list[int]:
     result = await connection.execute(
         update(jobs)
         .where(jobs.c.status == RUNNING, jobs.c.node_id.not_in(select(nodes.c.id)))
-        .values(status=QUEUED, node_id=None, run_at=_now(), error="its node died")
+        .values(status=QUEUED, node_id=None, run_at=utcnow(), error="its node died")
         .returning(jobs.c.id, jobs.c.queue)
     )
     rows = list(result)
@@ -235,10 +236,6 @@ async def requeue_orphans(connection: AsyncConnection) -> list[int]:
         for queue in {row.queue for row in rows}:
             await notify(connection, queue)
     return [row.id for row in rows]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 __all__ = ["JobError", "JobInfo", "JobTask", "enqueue", "job", "jobs", "requeue_orphans"]

@@ -23,13 +23,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..context import Context, Env
+from ..db.times import utcnow
 from . import CHANNEL, DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, JobTask, jobs, notify
 
 log = logging.getLogger("forge.jobs")
@@ -116,7 +117,7 @@ class JobWorkers:
         self._wake.set()
 
     async def _claim(self, limit: int) -> list[Claimed]:
-        now = _now()
+        now = utcnow()
         candidates = (
             select(jobs.c.id)
             .where(jobs.c.status == QUEUED, jobs.c.queue.in_(self.queues), jobs.c.run_at <= now)
@@ -180,7 +181,7 @@ class JobWorkers:
             # Success is recorded in the job's own transaction: both or neither.
             recorded = await ctx.db.execute(
                 self._fenced(row).values(
-                    status=SUCCEEDED, finished_at=_now(), error=None, result=_result(result)
+                    status=SUCCEEDED, finished_at=utcnow(), error=None, result=_result(result)
                 )
             )
             if recorded.rowcount != 1:
@@ -215,7 +216,7 @@ class JobWorkers:
         if row.attempt <= task.retries:
             delay = task.retry_delay(row.attempt)
             log.warning("job %s failed, retrying in %gs: %s", row.describe(), delay, error)
-            await self._record(row, QUEUED, error, run_at=_now() + timedelta(seconds=delay))
+            await self._record(row, QUEUED, error, run_at=utcnow() + timedelta(seconds=delay))
             asyncio.get_running_loop().call_later(delay, self._wake.set)
         else:
             log.error("job %s failed, no retries left (dead): %s", row.describe(), error)
@@ -230,7 +231,7 @@ class JobWorkers:
                         status=QUEUED,
                         node_id=None,
                         attempt=row.attempt - 1,
-                        run_at=_now(),
+                        run_at=utcnow(),
                         started_at=None,
                     )
                 )
@@ -243,9 +244,9 @@ class JobWorkers:
     ) -> None:
         values: dict[str, Any] = {"status": status, "error": error[:4000]}
         if status == QUEUED:
-            values.update(node_id=None, run_at=run_at or _now())
+            values.update(node_id=None, run_at=run_at or utcnow())
         else:
-            values.update(finished_at=_now())
+            values.update(finished_at=utcnow())
         try:
             async with self.engine.begin() as connection:
                 await connection.execute(self._fenced(row).values(**values))
@@ -298,10 +299,6 @@ def _result(value: Any) -> str | None:
         return json.dumps(value, default=str)[:10000]
     except (TypeError, ValueError):
         return json.dumps(repr(value))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _describe(exc: BaseException) -> str:
