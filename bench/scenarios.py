@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import tomli_w
 
 from runtime import config
 from runtime.frontend.build import ensure_built
@@ -349,21 +351,23 @@ def static(bench: Bench) -> list[Row]:
 # -- 4. Cold start ---------------------------------------------------------------------------
 
 
+def start_to_ok(bench: Bench, spawn: Callable[[Servers], Server], path: str) -> float:
+    """Milliseconds from spawning a server to its first 200 on `path`."""
+    with bench.servers() as servers:
+        server = spawn(servers)
+        return (server.wait_ok(path) - server.spawned_at) * 1000
+
+
 def cold_start(bench: Bench) -> list[Row]:
     project = bench.project("cold-start")
     project.forge("migrate")
     project.add_pending_revision()
 
-    def start_to_ok(spawn: Callable[[Servers], Server], path: str) -> float:
-        with bench.servers() as servers:
-            server = spawn(servers)
-            return (server.wait_ok(path) - server.spawned_at) * 1000
-
     litestar, pending, current = [], [], []
     for _ in range(bench.options.repetitions):  # interleaved, so drift hits all three alike
-        litestar.append(start_to_ok(lambda s: bench.spawn_baseline(s, "litestar"), HELLO))
-        pending.append(start_to_ok(lambda s: bench.spawn_forge(s, project), READY))
-        current.append(start_to_ok(lambda s: bench.spawn_forge(s, project), READY))
+        litestar.append(start_to_ok(bench, lambda s: bench.spawn_baseline(s, "litestar"), HELLO))
+        pending.append(start_to_ok(bench, lambda s: bench.spawn_forge(s, project), READY))
+        current.append(start_to_ok(bench, lambda s: bench.spawn_forge(s, project), READY))
         project.forge("migrate:rollback", "--steps", "1")
 
     rows = []
@@ -552,6 +556,53 @@ def jobs(bench: Bench) -> list[Row]:
     ]
 
 
+# -- 8. One executable ------------------------------------------------------------------------
+
+
+def executable(bench: Bench) -> list[Row]:
+    """`forge build`'s executable against `forge run` from source: spawn to ready."""
+    project = bench.project("executable")
+    # forge build carries only folders inside the project.
+    shutil.copytree(FRONTEND_BUILD, project.root / "frontend" / "build")
+    config = demo_config()
+    config.setdefault("frontend", {})["path"] = "frontend/build"
+    (project.root / "forge.toml").write_text(tomli_w.dumps(config))
+    built_at = time.perf_counter()
+    project.forge("build", "--no-build", timeout=1800)
+    build_s = time.perf_counter() - built_at
+    binary = project.root / "dist" / str(config["app"]["name"])
+    size_mb = binary.stat().st_size / 1_000_000
+    say(f"  built {binary.name}: {size_mb:.0f} MB in {build_s:.0f} s")
+    project.forge("migrate")
+
+    def spawn_binary(servers: Servers) -> Server:
+        port = free_port()
+        argv = [str(binary), "run", "--port", str(port)]
+        return servers.spawn("executable", argv, port=port, cwd=project.root, env=project.environ())
+
+    litestar, source, packed = [], [], []
+    for _ in range(bench.options.repetitions):  # interleaved, so drift hits all three alike
+        litestar.append(start_to_ok(bench, lambda s: bench.spawn_baseline(s, "litestar"), HELLO))
+        source.append(start_to_ok(bench, lambda s: bench.spawn_forge(s, project), READY))
+        packed.append(start_to_ok(bench, spawn_binary, READY))
+
+    rows = []
+    for stack, samples, extra in (
+        ("executable", packed, f"{size_mb:.0f} MB, built in {build_s:.0f} s"),
+        ("forge", source, "forge run from source, same project"),
+        ("litestar", litestar, "granian CLI, to first 200 on /api/hello"),
+    ):
+        value, spread = median_ms(samples)
+        notes = f"{spread}; {extra}"
+        rows.append(Row("executable", COLD_NO_PENDING, stack, time_ms=value, notes=notes))
+    for row in rows:
+        row.ratio = ratio(row.time_ms, rows[-1].time_ms)
+    packed_over_source = ratio(rows[0].time_ms, rows[1].time_ms)
+    if packed_over_source is not None:
+        rows[0].notes += f"; x{packed_over_source:.2f} forge run from source"
+    return rows
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -567,4 +618,5 @@ SCENARIOS = (
     Scenario("drain", "5. Drain", drain),
     Scenario("contention", "6. Migration lock contention", contention),
     Scenario("jobs", "7. Background jobs (PostgreSQL)", jobs),
+    Scenario("executable", "8. One executable (forge build)", executable),
 )

@@ -106,6 +106,8 @@ def app_for_worker(config_file: str, overrides: dict[str, Any], status_file: str
     """Build the app inside a Granian worker from the same inputs as the main process."""
     settings = config.load(config_file, overrides=overrides)
     configure_logging(settings)
-    found = discover(settings.path(settings.handlers.path), settings.handlers.prefix, settings.root)
+    found = discover(
+        settings.app_path(settings.handlers.path), settings.handlers.prefix, settings.app_root
+    )
     status = SharedStatus(Path(status_file)) if status_file else None
     return create_app(settings, found.mounts, status=status)

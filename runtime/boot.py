@@ -24,7 +24,9 @@ def prepare(settings: Settings) -> Discovery:
     """
     configure_logging(settings)
     database_url(settings.database.url, settings.root)
-    found = discover(settings.path(settings.handlers.path), settings.handlers.prefix, settings.root)
+    found = discover(
+        settings.app_path(settings.handlers.path), settings.handlers.prefix, settings.app_root
+    )
     try:
         create_app(settings, found.mounts)
     except ImproperlyConfiguredException as exc:
@@ -34,8 +36,8 @@ def prepare(settings: Settings) -> Discovery:
 
 def warn_if_frontend_missing(settings: Settings) -> None:
     frontend = settings.frontend
-    if frontend.dev_url is None and not (settings.path(frontend.path) / "index.html").is_file():
+    if frontend.dev_url is None and not (settings.app_path(frontend.path) / "index.html").is_file():
         log.warning(
             "no frontend build at %s: serving the API only; / explains how to build it",
-            settings.path(frontend.path),
+            settings.app_path(frontend.path),
         )

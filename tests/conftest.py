@@ -18,9 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runtime.frontend.build import needs_build
+
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("FORGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_ALL = os.environ.get("FORGE_REQUIRE_ALL") == "1"
+DEMO_FRONTEND = REPO / "frontend"
 
 
 def free_port() -> int:
@@ -221,3 +224,28 @@ def pg_url() -> Iterator[str]:
         yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
         _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def demo_build() -> Path:
+    """frontend/build, rebuilt with npm if it is missing or older than its sources."""
+    build = DEMO_FRONTEND / "build"
+    if needs_build(DEMO_FRONTEND, build):
+        npm = shutil.which("npm")
+        if npm is None:
+            skip_or_fail("npm is not installed, and the demo frontend needs building")
+        commands = []
+        installed = DEMO_FRONTEND / "node_modules" / ".package-lock.json"
+        lock = DEMO_FRONTEND / "package-lock.json"
+        if not installed.is_file() or installed.stat().st_mtime < lock.stat().st_mtime:
+            commands.append([npm, "ci"])
+        commands.append([npm, "run", "build"])
+        for command in commands:
+            result = subprocess.run(
+                command, cwd=DEMO_FRONTEND, capture_output=True, text=True, timeout=600, check=False
+            )
+            assert result.returncode == 0, (
+                f"{' '.join(command)} failed in {DEMO_FRONTEND}:\n{result.stdout}\n{result.stderr}"
+            )
+    assert (build / "index.html").is_file(), f"no index.html in {build}"
+    return build

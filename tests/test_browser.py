@@ -7,19 +7,14 @@ older than its sources); Chromium is driven through Playwright.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Node, Project, skip_or_fail
+from conftest import Node, Project, skip_or_fail
 
-from runtime.frontend.build import needs_build
-
-FRONTEND = REPO / "frontend"
 CHROMIUM = Path(os.environ.get("FORGE_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -29,31 +24,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-@pytest.fixture(scope="session")
-def demo_build() -> Path:
-    """frontend/build, rebuilt with npm if it is missing or older than its sources."""
-    build = FRONTEND / "build"
-    if needs_build(FRONTEND, build):
-        npm = shutil.which("npm")
-        if npm is None:
-            skip_or_fail("npm is not installed, and the demo frontend needs building")
-        commands = []
-        installed = FRONTEND / "node_modules" / ".package-lock.json"
-        lock = FRONTEND / "package-lock.json"
-        if not installed.is_file() or installed.stat().st_mtime < lock.stat().st_mtime:
-            commands.append([npm, "ci"])
-        commands.append([npm, "run", "build"])
-        for command in commands:
-            result = subprocess.run(
-                command, cwd=FRONTEND, capture_output=True, text=True, timeout=600, check=False
-            )
-            assert result.returncode == 0, (
-                f"{' '.join(command)} failed in {FRONTEND}:\n{result.stdout}\n{result.stderr}"
-            )
-    assert (build / "index.html").is_file(), f"no index.html in {build}"
-    return build
 
 
 @pytest.fixture(scope="module")

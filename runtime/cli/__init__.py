@@ -7,12 +7,15 @@ from typing import Any
 
 import click
 
+from ..bundle import bundled_app
+
 # Command name -> "module:function". Modules load only when their command runs,
 # so `forge migrate` does not import the web stack, nor `forge run` Alembic's
 # autogenerate.
 COMMANDS = {
     "run": "run:run",
     "serve": "run:run",
+    "build": "build:build",
     "migrate": "migrate:migrate",
     "migrate:status": "migrate:migrate_status",
     "migrate:rollback": "migrate:migrate_rollback",
@@ -25,23 +28,33 @@ COMMANDS = {
     "jobs:list": "jobs:jobs_list",
     "jobs:retry": "jobs:jobs_retry",
     "jobs:work": "jobs:jobs_work",
+    "deploy:docker": "deploy:deploy_docker",
+    "deploy:k8s": "deploy:deploy_k8s",
 }
+
+# Commands that work on the project's sources, which a built executable does
+# not have; it leaves them out of its help and refuses them.
+SOURCE_ONLY = {"build", "migrate:new", "deploy:docker", "deploy:k8s"}
 
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported when used (Click's documented pattern)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return [name for name in COMMANDS if _available(name)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
-        if target is None:
+        if target is None or not _available(cmd_name):
             return None
         module_name, attribute = target.split(":")
         module = importlib.import_module(f"{__name__}.{module_name}")
         command: Any = getattr(module, attribute)
         return command
+
+
+def _available(name: str) -> bool:
+    return name not in SOURCE_ONLY or bundled_app() is None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

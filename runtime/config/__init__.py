@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..bundle import bundled_app
 from ..errors import ConfigError
 from .errors import describe_validation_error
 from .models import ACTIVE_LAYERS, Settings
@@ -24,8 +25,15 @@ CONFIG_FILE = "forge.toml"
 
 
 def find_config_file(path: str | os.PathLike[str] | None = None) -> Path:
-    """The forge.toml to use: `path`, else ``$FORGE_CONFIG``, else ``./forge.toml``."""
-    candidate = Path(path or os.environ.get("FORGE_CONFIG") or CONFIG_FILE)
+    """The forge.toml to use: `path`, else ``$FORGE_CONFIG``, else ``./forge.toml``.
+
+    A built executable falls back to the forge.toml it carries.
+    """
+    explicit = path or os.environ.get("FORGE_CONFIG")
+    bundle = bundled_app()
+    if not explicit and bundle is not None and not Path(CONFIG_FILE).is_file():
+        return bundle / CONFIG_FILE
+    candidate = Path(explicit or CONFIG_FILE)
     if candidate.is_dir():
         candidate = candidate / CONFIG_FILE
     candidate = candidate.absolute()
@@ -45,7 +53,11 @@ def load(
 ) -> Settings:
     """Read, merge and validate the configuration; raise `ConfigError` naming the key."""
     config_file = find_config_file(path)
-    root = config_file.parent
+    bundle = bundled_app()
+    # The carried forge.toml sits in a folder that vanishes with the process:
+    # the SQLite file, .env and anything not carried live in the working dir.
+    carried = bundle is not None and config_file.is_relative_to(bundle)
+    root = Path.cwd() if carried else config_file.parent
     process_env = dict(os.environ if environ is None else environ)
 
     toml = read_toml(config_file)
@@ -74,6 +86,7 @@ def load(
         ACTIVE_LAYERS.reset(token)
 
     settings._root = root
+    settings._app_root = bundle or root
     settings._source_file = config_file
     settings._environ = environ_merged
     settings._sources = _sources(layers)

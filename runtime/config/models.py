@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     env: dict[str, EnvValue] = {}
 
     _root: Path = PrivateAttr(default=Path("."))
+    _app_root: Path = PrivateAttr(default=Path("."))
     _source_file: Path | None = PrivateAttr(default=None)
     _environ: dict[str, str] = PrivateAttr(default_factory=dict)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -186,9 +187,23 @@ class Settings(BaseSettings):
         """Where each explicitly set dotted key came from (``"server.port": "forge.toml"``)."""
         return self._sources
 
+    @property
+    def app_root(self) -> Path:
+        """Where the app's code is: the project directory, or inside a built executable."""
+        return self._app_root
+
     def path(self, value: str) -> Path:
         """A path from the config, resolved against the project directory."""
         return (self._root / value).resolve()
+
+    def app_path(self, value: str) -> Path:
+        """A path of the app's code (handlers, migrations, frontend build).
+
+        A built executable uses what it carries, and looks in the working
+        directory for what it does not (a frontend built separately).
+        """
+        carried = (self._app_root / value).resolve()
+        return carried if carried.exists() else self.path(value)
 
     @property
     def is_production(self) -> bool:

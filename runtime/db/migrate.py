@@ -93,7 +93,7 @@ class RevisionStatus:
 def chains(settings: Settings) -> tuple[Chain, Chain]:
     return (
         Chain("runtime", RUNTIME_SCHEMA, RUNTIME_VERSION_TABLE),
-        Chain("app", settings.path(settings.migrations.path), APP_VERSION_TABLE),
+        Chain("app", settings.app_path(settings.migrations.path), APP_VERSION_TABLE),
     )
 
 

@@ -43,7 +43,7 @@ class Frontend:
 
     def __init__(self, settings: Settings, fallback: Any) -> None:
         frontend = settings.frontend
-        self.build = BuildDirectory(settings.path(frontend.path), frontend.immutable)
+        self.build = BuildDirectory(settings.app_path(frontend.path), frontend.immutable)
         self.spa = frontend.spa
         self.fallback = fallback
         self.routes_at_root = settings.handlers.prefix == ""

@@ -1,0 +1,174 @@
+"""``forge deploy:k8s``: a Deployment and a Service for the app, in one file."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..config import Settings
+from .common import (
+    APP_UID,
+    GRACE_MARGIN,
+    env_entries,
+    grace_seconds,
+    header,
+    k8s_name,
+    label_value,
+    ready_timeout_seconds,
+)
+from .files import to_yaml
+
+LIVENESS_PERIOD = 10
+READINESS_PERIOD = 2
+RESERVED = ("HOST", "PORT", "APP_ENV", "DATABASE_URL")
+
+
+def path(settings: Settings) -> str:
+    """Where the manifests go, relative to the output directory."""
+    return f"k8s/{k8s_name(settings)}.yaml"
+
+
+def default_image(settings: Settings) -> str:
+    """``<app.name>:<app.version>``, as `docker build -t` would be told."""
+    return f"{k8s_name(settings)}:{label_value(settings.app.version)}"
+
+
+def secret_name(settings: Settings) -> str:
+    return f"{k8s_name(settings)}-secrets"
+
+
+def liveness_failure_threshold(settings: Settings) -> int:
+    """Failures in a row before a restart: more than a whole drain's worth.
+
+    Past ``[shutdown].delay`` a draining node refuses new requests, probes
+    included, until it exits; liveness must not restart it in the meantime.
+    """
+    return max(3, math.ceil(grace_seconds(settings) / LIVENESS_PERIOD) + 1)
+
+
+def _env(settings: Settings) -> list[dict[str, Any]]:
+    secret = secret_name(settings)
+
+    def from_secret(variable: str) -> dict[str, Any]:
+        return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": variable}}}
+
+    env: list[dict[str, Any]] = [
+        {"name": "HOST", "value": "0.0.0.0"},
+        {"name": "PORT", "value": str(settings.server.port)},
+        {"name": "APP_ENV", "value": "production"},
+        from_secret("DATABASE_URL"),
+    ]
+    seen = set(RESERVED)
+    for entry in env_entries(settings):
+        if entry.variable in seen:
+            continue
+        seen.add(entry.variable)
+        env.append(
+            from_secret(entry.variable)
+            if entry.secret
+            else {"name": entry.variable, "value": entry.value}
+        )
+    return env
+
+
+def secret_keys(settings: Settings) -> list[str]:
+    """The keys the Deployment reads from the Secret ``<app.name>-secrets``."""
+    return [
+        item["name"]
+        for item in _env(settings)
+        if "valueFrom" in item and "secretKeyRef" in item["valueFrom"]
+    ]
+
+
+def manifests(settings: Settings, *, image: str | None = None, replicas: int = 2) -> str:
+    """The Deployment and its Service as one multi-document YAML file."""
+    name = k8s_name(settings)
+    port = settings.server.port
+    selector = {"app.kubernetes.io/name": name}
+    labels = {**selector, "app.kubernetes.io/version": label_value(settings.app.version)}
+    http = {"port": "http"}
+
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": grace_seconds(settings),
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": APP_UID,
+                        "runAsGroup": APP_UID,
+                    },
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": image or default_image(settings),
+                            "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+                            "env": _env(settings),
+                            "readinessProbe": {
+                                "httpGet": {"path": "/_api/ready", **http},
+                                "periodSeconds": READINESS_PERIOD,
+                                "timeoutSeconds": ready_timeout_seconds(settings),
+                                "failureThreshold": 1,
+                            },
+                            "livenessProbe": {
+                                "httpGet": {"path": "/_api/health", **http},
+                                "periodSeconds": LIVENESS_PERIOD,
+                                "timeoutSeconds": 3,
+                                "failureThreshold": liveness_failure_threshold(settings),
+                            },
+                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+    delay, drain = settings.shutdown.delay, settings.shutdown.drain_timeout
+    keys = secret_keys(settings)
+    intro = [
+        *header("deploy:k8s"),
+        "#",
+        f"# Before `kubectl apply -f {path(settings)}`, create the Secret it reads",
+        "# (values are never written here):",
+        f"#   kubectl create secret generic {secret_name(settings)}"
+        + "".join(f" \\\n#     --from-literal={key}=..." for key in keys),
+        "#",
+        "# Rolling updates: maxUnavailable 0 starts a new pod and waits until it is",
+        "# ready (migrated, registered) before stopping an old one.",
+        "# No preStop sleep: on SIGTERM the runtime turns /_api/ready to 503 and keeps",
+        f"# serving for [shutdown].delay ({delay:g}s) while endpoints learn it left, then",
+        f"# finishes requests in flight for up to [shutdown].drain_timeout ({drain:g}s).",
+        f"# terminationGracePeriodSeconds = ceil(delay + drain_timeout) + {GRACE_MARGIN}"
+        f" = {grace_seconds(settings)}.",
+        "# Liveness (/_api/health never touches the database, so an outage does not",
+        "# restart pods) tolerates a whole drain before restarting a pod.",
+        "# [env] keys are set through FORGE_ENV__<KEY> (which overrides forge.toml's",
+        '# table), or through VAR where forge.toml says KEY = "${VAR}".',
+        "",
+    ]
+    return "\n".join(intro) + to_yaml(deployment, service)
