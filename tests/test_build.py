@@ -32,8 +32,11 @@ def demo_copy(tmp_path_factory: pytest.TempPathFactory, demo_build: Path) -> Pat
     for folder in ("handlers", "migrations"):
         shutil.copytree(REPO / folder, root / folder, ignore=FRONTEND_SOURCES)
     shutil.copytree(DEMO_FRONTEND, root / "frontend", ignore=FRONTEND_SOURCES)
-    # demo_build has installed the packages; npm follows the link.
-    (root / "frontend" / "node_modules").symlink_to(DEMO_FRONTEND / "node_modules")
+    installed = DEMO_FRONTEND / "node_modules"
+    if (installed / ".package-lock.json").is_file():
+        (root / "frontend" / "node_modules").symlink_to(installed)  # npm follows the link
+    else:
+        subprocess.run(["npm", "ci"], cwd=root / "frontend", check=True, capture_output=True)
     return root
 
 
@@ -224,6 +227,7 @@ def test_without_frontend_proxies_to_the_dev_server(
         assert node.stop() == 0
     finally:
         dev.shutdown()
+        dev.server_close()
 
 
 def test_a_broken_handler_stops_the_build_before_bundling(tmp_path: Path) -> None:

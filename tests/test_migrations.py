@@ -440,6 +440,9 @@ def test_sql_and_python_revisions_apply_and_roll_back_in_order(
     stdout = ok(project.forge("migrate"))
     applied = [line.split()[2] for line in stdout.splitlines() if line.startswith("applied app")]
     assert applied == ["0001_create_notes", DEMO_HEAD, "0003_create_tags", "0004_index_tags"]
+    # Progress through the run, per chain.
+    places = [line.split()[3] for line in stdout.splitlines() if line.startswith("applied app")]
+    assert places == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
     assert db.version() == ["0004_index_tags"]
     for name in ("notes", "ix_notes_created_at", "tags", "ix_tags_label"):
         assert db.exists(name), name
@@ -447,6 +450,7 @@ def test_sql_and_python_revisions_apply_and_roll_back_in_order(
     stdout = ok(project.forge("migrate:rollback", "--steps", "3"))
     undone = [line.split()[3] for line in stdout.splitlines() if line.startswith("rolled back app")]
     assert undone == ["0004_index_tags", "0003_create_tags", DEMO_HEAD]
+    assert "rolled back app 0004_index_tags [1/3]" in stdout
     assert "rolled back 3 revision(s)" in stdout
     assert db.version() == ["0001_create_notes"]
     assert db.exists("notes")

@@ -22,7 +22,9 @@ log = logging.getLogger("forge.migrate")
 def _describe(applied: Applied) -> str:
     verb = "applied" if applied.direction == "up" else "rolled back"
     millis = applied.seconds * 1000
-    return f"{verb} {applied.chain} {applied.revision} in {millis:.0f} ms" + (
+    # Progress only where there is a run to follow.
+    place = f" [{applied.step}/{applied.steps}]" if applied.steps > 1 else ""
+    return f"{verb} {applied.chain} {applied.revision}{place} in {millis:.0f} ms" + (
         f"  ({applied.description})" if applied.description else ""
     )
 

@@ -66,6 +66,9 @@ class Applied:
     description: str
     seconds: float
     direction: str = "up"
+    step: int = 1
+    """This revision's place in the run of its chain, out of `steps`."""
+    steps: int = 1
 
 
 @dataclass
@@ -240,9 +243,16 @@ class Migrator:
         direction: str,
     ) -> None:
         started = time.perf_counter()
+        total = done = 0
+
+        def counted_steps(revision: Any, context: Any) -> Any:
+            nonlocal total
+            planned = steps(revision, context)
+            total = len(planned)
+            return planned
 
         def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-            nonlocal started
+            nonlocal started, done
             now = time.perf_counter()
             script = step.up_revision  # the revision applied, or undone
             applied = Applied(
@@ -251,12 +261,15 @@ class Migrator:
                 description=(script.doc or "").strip(),
                 seconds=now - started,
                 direction=direction,
+                step=done + 1,
+                steps=total,
             )
+            done += 1
             started = now
             report.applied.append(applied)
             self.on_applied(applied)
 
-        with EnvironmentContext(Config(), scripts, fn=steps) as environment:
+        with EnvironmentContext(Config(), scripts, fn=counted_steps) as environment:
             environment.configure(
                 connection=connection,
                 version_table=chain.version_table,
