@@ -15,6 +15,7 @@ from litestar.di import Provide
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from . import config
+from .api_docs import openapi_config
 from .context import Env, provide_context
 from .db import create_engine
 from .discovery import Mount, discover
@@ -22,7 +23,8 @@ from .frontend import Frontend
 from .gateway import Gateway
 from .injection import inject_context
 from .lifecycle import DRAIN_SIGNAL, LocalStatus, SharedStatus, report_cut
-from .log import AccessLog, configure_logging, log_exception
+from .log import AccessLog, configure_logging, log_exception, set_node_id
+from .metrics import RequestMetrics, watch_pool
 from .probes import Probes
 
 if TYPE_CHECKING:
@@ -49,12 +51,14 @@ def create_app(
 
     gateway: Gateway  # assigned below; the lifespan runs later, inside the worker
     access_log = AccessLog.for_settings(settings)
+    request_metrics = RequestMetrics()
 
     @asynccontextmanager
     async def worker_lifespan(app: Litestar) -> AsyncIterator[None]:
         # The engine belongs to the worker's event loop, so it is made here,
         # inside the worker, never in the main process before the fork.
         engine = create_engine(settings)
+        watch_pool(engine, "http")
         app.state.engine = engine
         app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         if isinstance(status, SharedStatus):
@@ -69,6 +73,7 @@ def create_app(
         finally:
             if access_log is not None:
                 access_log.flush()
+            request_metrics.flush()
             await engine.dispose()
 
     inject_context(mount.target for mount in mounts)
@@ -82,7 +87,7 @@ def create_app(
         state=state,
         request_max_body_size=int(settings.server.max_body_size),
         after_exception=[log_exception],
-        openapi_config=None,
+        openapi_config=openapi_config(settings),
         logging_config=None,
         debug=False,
     )
@@ -91,6 +96,7 @@ def create_app(
         status=status or LocalStatus(),
         engine=lambda: litestar.state.engine,
         timeout=settings.database.ready_timeout,
+        request_metrics=request_metrics,
     )
     gateway = Gateway(
         litestar,
@@ -98,13 +104,20 @@ def create_app(
         access_log=access_log,
         frontend=Frontend(settings, fallback=litestar),
         api_prefix=settings.handlers.prefix,
+        metrics=request_metrics,
     )
     return gateway
 
 
-def app_for_worker(config_file: str, overrides: dict[str, Any], status_file: str | None) -> Gateway:
+def app_for_worker(
+    config_file: str,
+    overrides: dict[str, Any],
+    status_file: str | None,
+    node_id: str | None = None,
+) -> Gateway:
     """Build the app inside a Granian worker from the same inputs as the main process."""
     settings = config.load(config_file, overrides=overrides)
+    set_node_id(node_id)
     configure_logging(settings)
     found = discover(
         settings.app_path(settings.handlers.path), settings.handlers.prefix, settings.app_root

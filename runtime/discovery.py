@@ -61,6 +61,23 @@ def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
     found = Discovery()
     if not handlers_dir.is_dir():
         return found
+    found.modules, failures = import_handlers(handlers_dir, root)
+    if failures:
+        raise failures[0]
+
+    found.mounts = collect_mounts(found.modules, root)
+    check_conflicts(found.mounts, prefix)
+    found.crons = collect_named(found.modules, CronTask, root, "cron task")
+    found.daemons = collect_named(found.modules, DaemonTask, root, "daemon")
+    found.jobs = collect_named(found.modules, JobTask, root, "job")
+    return found
+
+
+def import_handlers(handlers_dir: Path, root: Path) -> tuple[list[ModuleType], list[HandlerError]]:
+    """Import every module under `handlers_dir`: those that imported, and an error per other.
+
+    Boot stops at the first error; ``forge check`` reports them all.
+    """
     package = handlers_dir.name
     if not package.isidentifier():
         raise HandlerError(
@@ -73,19 +90,17 @@ def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
         sys.path.insert(0, path)
     _forget_other_app(package, handlers_dir)
 
+    modules: list[ModuleType] = []
+    failures: list[HandlerError] = []
     for file in _module_files(handlers_dir):
-        module = _import(_module_name(file, handlers_dir, package), file, root)
-        found.modules.append(module)
-
-    found.mounts = _collect_mounts(found.modules, root)
-    check_conflicts(found.mounts, prefix)
-    found.crons = _collect_named(found.modules, CronTask, root, "cron task")
-    found.daemons = _collect_named(found.modules, DaemonTask, root, "daemon")
-    found.jobs = _collect_named(found.modules, JobTask, root, "job")
-    return found
+        try:
+            modules.append(_import(_module_name(file, handlers_dir, package), file, root))
+        except HandlerError as exc:
+            failures.append(exc)
+    return modules, failures
 
 
-def _collect_named(modules: list[ModuleType], kind: type, root: Path, noun: str) -> list[Any]:
+def collect_named(modules: list[ModuleType], kind: type, root: Path, noun: str) -> list[Any]:
     """Objects of `kind` declared in the modules; two with one name stop boot."""
     found: dict[str, tuple[Any, str]] = {}
     for module in modules:
@@ -136,7 +151,7 @@ def _module_name(file: Path, handlers_dir: Path, package: str) -> str:
 
 
 def _import(name: str, file: Path, root: Path) -> ModuleType:
-    shown = _relative(file, root)
+    shown = relative_path(file, root)
     try:
         return importlib.import_module(name)
     except SyntaxError as exc:
@@ -157,18 +172,18 @@ def _failing_line(exc: BaseException, file: Path, root: Path) -> str | None:
     frames = traceback.extract_tb(exc.__traceback__)
     for frame in reversed(frames):
         if Path(frame.filename).resolve() == file.resolve():
-            return f"{_relative(file, root)}:{frame.lineno}"
+            return f"{relative_path(file, root)}:{frame.lineno}"
     return None
 
 
-def _relative(file: Path, root: Path) -> str:
+def relative_path(file: Path, root: Path) -> str:
     try:
         return str(file.resolve().relative_to(root.resolve()))
     except ValueError:
         return str(file)
 
 
-def _collect_mounts(modules: list[ModuleType], root: Path) -> list[Mount]:
+def collect_mounts(modules: list[ModuleType], root: Path) -> list[Mount]:
     candidates: list[tuple[Any, ModuleType]] = []
     seen: set[int] = set()
     # Objects defined in a module come first, so an import elsewhere is not a second mount.
@@ -236,7 +251,7 @@ def _handlers_of(router: Router) -> list[BaseRouteHandler]:
         handler
         for handlers in router.route_handler_method_map.values()
         for handler in handlers.values()
-        if isinstance(handler, BaseRouteHandler) and not _is_automatic(handler)
+        if isinstance(handler, BaseRouteHandler) and not is_automatic_handler(handler)
     ]
 
 
@@ -253,7 +268,7 @@ def _signature(router: Router) -> tuple[str, frozenset[tuple[str, str, int]]]:
         (path, method, _target_id(handler))
         for path, handlers in router.route_handler_method_map.items()
         for method, handler in handlers.items()
-        if isinstance(handler, BaseRouteHandler) and not _is_automatic(handler)
+        if isinstance(handler, BaseRouteHandler) and not is_automatic_handler(handler)
     )
 
 
@@ -263,8 +278,8 @@ def _location(value: Any, module: ModuleType, root: Path) -> str:
     try:
         line = inspect.getsourcelines(target)[1]
     except (OSError, TypeError):
-        return _relative(file, root)
-    return f"{_relative(file, root)}:{line}"
+        return relative_path(file, root)
+    return f"{relative_path(file, root)}:{line}"
 
 
 _PATH_PARAM = re.compile(r"\{[^}]*\}")
@@ -300,11 +315,11 @@ def _routes_of(mount: Mount, prefix: str) -> list[tuple[str, str]]:
         (path, method)
         for path, handlers in router.route_handler_method_map.items()
         for method, handler in handlers.items()
-        if not _is_automatic(handler)
+        if not is_automatic_handler(handler)
     ]
 
 
-def _is_automatic(handler: Any) -> bool:
+def is_automatic_handler(handler: Any) -> bool:
     # Litestar adds an OPTIONS handler to every path by itself.
     fn = getattr(handler, "fn", None)
     return getattr(fn, "__qualname__", "").startswith("HTTPRoute.create_options_handler")

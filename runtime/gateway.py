@@ -1,7 +1,8 @@
 """The ASGI front door of a worker, in front of Litestar.
 
-It answers the probes, gives every request an id (``X-Request-ID``), writes the
-access log and counts requests in flight. It is a plain ASGI callable rather
+It answers the probes (and ``/_api/metrics``), gives every request an id
+(``X-Request-ID``), writes the access log, counts requests for the metrics and
+keeps track of those in flight. It is a plain ASGI callable rather
 than Litestar middleware because Litestar answers 404 and 405 before its
 middleware runs, and every request must be counted.
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .log import AccessLog
+from .metrics import DRAINING_ROUTE, RequestMetrics, route_label
 from .probes import Probes
 
 drain_log = logging.getLogger("forge.drain")
@@ -26,7 +28,7 @@ _SAFE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 
 
 class Gateway:
-    """Wraps the app: probes first, then request ids, access log and accounting."""
+    """Wraps the app: probes first, then request ids, access log, metrics and accounting."""
 
     def __init__(
         self,
@@ -36,10 +38,12 @@ class Gateway:
         access_log: AccessLog | None,
         frontend: Any = None,
         api_prefix: str = "",
+        metrics: RequestMetrics | None = None,
     ) -> None:
         self.app = app
         self.probes = probes
         self.access_log = access_log
+        self.metrics = metrics
         self.frontend = frontend
         # Paths that belong to the handlers and the runtime, never to the frontend.
         self.api_prefixes = tuple(p for p in ("/_api", api_prefix) if p)
@@ -71,6 +75,8 @@ class Gateway:
 
         if self.refusing:
             await _refuse(send)
+            if self.metrics is not None:
+                self.metrics.count(scope["method"], DRAINING_ROUTE, 503, 0.0)
             return
 
         request_id = _incoming_request_id(scope) or self._new_request_id()
@@ -78,7 +84,9 @@ class Gateway:
         header = (REQUEST_ID_HEADER, request_id.encode())
         status = 500
         responded = False
-        started = time.perf_counter() if self.access_log is not None else 0.0
+        metrics = self.metrics
+        timed = metrics is not None or self.access_log is not None
+        started = time.perf_counter() if timed else 0.0
 
         async def send_with_id(message: Any) -> None:
             nonlocal status, responded
@@ -91,8 +99,11 @@ class Gateway:
         task = asyncio.current_task()
         assert task is not None
         self.active[task] = scope
+        target = self._target(scope)
+        if metrics is not None:
+            metrics.started()
         try:
-            await self._target(scope)(scope, receive, send_with_id)
+            await target(scope, receive, send_with_id)
         except asyncio.CancelledError:
             if task not in self._cut:
                 raise
@@ -104,14 +115,12 @@ class Gateway:
         finally:
             del self.active[task]
             self._cut.discard(task)
+            seconds = time.perf_counter() - started if timed else 0.0
+            if metrics is not None:
+                route = route_label(scope, target is not self.app, status)
+                metrics.finished(scope["method"], route, status, seconds)
             if self.access_log is not None:
-                self.access_log.write(
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    time.perf_counter() - started,
-                    request_id,
-                )
+                self.access_log.write(scope["method"], scope["path"], status, seconds, request_id)
 
     def _new_request_id(self) -> str:
         # A random prefix per worker and a counter: unique across the cluster

@@ -25,6 +25,9 @@ from .background import Background
 from .cluster.registry import NodeInfo, Registry
 from .db import create_engine
 from .jobs import requeue_orphans
+from .log import set_node_id
+from .metrics import watch_pool
+from .processes import pid_alive
 from .scheduler import abandon_runs_of
 
 if TYPE_CHECKING:
@@ -99,18 +102,8 @@ def _remove_orphans(directory: Path) -> None:
     # A SIGKILLed node cannot remove its state file; the next node on the host does.
     for path in directory.glob(f"{_PREFIX}*"):
         pid = path.name.removeprefix(_PREFIX).split("-", 1)[0].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LocalStatus:
@@ -162,6 +155,9 @@ class Node:
         self._crons = crons or []
         self._daemons = daemons or []
         self._jobs = jobs or [] if settings.jobs.enabled else []
+        self.info = NodeInfo.describe(settings)
+        """Who this node is in ``forge_nodes``; known before workers start, for their logs."""
+        set_node_id(self.info.id)
 
     def start(self) -> None:
         self._thread.start()
@@ -212,9 +208,8 @@ class Node:
             self._on_failure(exc)
             return
         engine = create_engine(self.settings, pool_size=1)
-        self.registry = Registry(
-            engine, NodeInfo.describe(self.settings), self.settings.cluster.dead_after
-        )
+        watch_pool(engine, "node")
+        self.registry = Registry(engine, self.info, self.settings.cluster.dead_after)
         try:
             # Register before turning ready, so that a node answering ready is listed.
             if self.status.get() is NodeStatus.STARTING:
@@ -234,6 +229,7 @@ class Node:
                     node_id=self.registry.node.id,
                     on_leadership_change=self._leadership_changed,
                 )
+                watch_pool(self.background.engine, "background")
                 self.background.start()
             await self._beat_until_stopped()
             if self.background is not None:

@@ -1,31 +1,161 @@
-"""Logging for the runtime and for handlers (``ctx.log``)."""
+"""Logging for the runtime and for handlers (``ctx.log``).
+
+Two formats, chosen by ``[logging].format``:
+
+- ``text``: one human-readable line per record, level names in color on a
+  terminal (or with ``FORCE_COLOR``; never with ``NO_COLOR``);
+- ``json``: one JSON object per line, for log collectors: ``time`` (UTC, ISO
+  8601 with milliseconds), ``level``, ``logger``, ``message``, ``request_id``
+  when known, ``node_id`` once the node has one, an ``exc_info`` traceback
+  string, any ``extra`` fields; access lines add ``method``, ``path``,
+  ``status`` and ``duration_ms``.
+
+``auto`` (the default) is JSON in production, text otherwise.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
+import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, TextIO
+from json.encoder import encode_basestring_ascii
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
 if TYPE_CHECKING:
     from .config import Settings
 
+Format = Literal["json", "text"]
+
 _FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s%(request)s %(message)s"
+_DATEFMT = "%Y-%m-%dT%H:%M:%S"
+
+_COLORS = {
+    "DEBUG": "\x1b[2m",  # dim
+    "INFO": "\x1b[32m",  # green
+    "WARNING": "\x1b[33m",  # yellow
+    "ERROR": "\x1b[31m",  # red
+    "CRITICAL": "\x1b[1;31m",  # bold red
+}
+_RESET = "\x1b[0m"
+
+_node_id: str | None = None
+_format: Format = "text"
 
 
-class _Formatter(logging.Formatter):
+def set_node_id(node_id: str | None) -> None:
+    """Stamp this process's JSON lines with the node's id (as in ``forge_nodes``)."""
+    global _node_id
+    _node_id = node_id
+
+
+def node_id() -> str | None:
+    """The node id this process's log lines carry, if it is known yet."""
+    return _node_id
+
+
+def log_format(settings: Settings | None) -> Format:
+    """The format ``[logging].format`` asks for; ``auto`` is JSON in production."""
+    if settings is None:
+        return "text"
+    chosen = settings.logging.format
+    if chosen == "auto":
+        return "json" if settings.is_production else "text"
+    return chosen
+
+
+def use_color(stream: TextIO) -> bool:
+    """Color on a terminal, or when ``FORCE_COLOR`` is set (``forge dev`` sets it for
+    the node it runs behind a pipe); never when ``NO_COLOR`` is (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class TextFormatter(logging.Formatter):
+    """``2025-01-31T12:00:00.123 INFO    forge.handler [request-id] message``."""
+
+    def __init__(self, color: bool = False) -> None:
+        super().__init__(_FORMAT, datefmt=_DATEFMT)
+        self.color = color
+
     def format(self, record: logging.LogRecord) -> str:
         request_id = getattr(record, "request_id", None)
         record.request = f" [{request_id}]" if request_id else ""
-        return super().format(record)
+        if not self.color:
+            return super().format(record)
+        # Color the padded name, so columns still line up; restore the record
+        # afterwards, since other handlers may format it too.
+        levelname = record.levelname
+        record.levelname = f"{_COLORS.get(levelname, '')}{levelname:<7}{_RESET}"
+        try:
+            return super().format(record)
+        finally:
+            record.levelname = levelname
+
+
+class JsonFormatter(_LibraryJsonFormatter):
+    """One JSON object per record, on one line whatever the message or traceback.
+
+    python-json-logger does the record-to-dict work (message, ``extra`` fields,
+    exception and stack formatting, safe serialisation of odd values); this adds
+    the field names and time format the runtime promises, and the node id.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            # The record's own attributes, and the one TextFormatter adds.
+            reserved_attrs=[*RESERVED_ATTRS, "request", "taskName"],
+            # Compact, like the access log's lines.
+            json_serializer=functools.partial(json.dumps, separators=(",", ":")),
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _utc_stamp(record.created)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        if log_data.get("request_id", 0) is None:
+            del log_data["request_id"]
+        if _node_id is not None:
+            log_data["node_id"] = _node_id
+        return log_data
+
+
+def _utc_stamp(created: float) -> str:
+    # ISO 8601 in UTC with milliseconds and a Z: sorts as text, parses everywhere.
+    return time.strftime(_DATEFMT, time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+def make_formatter(fmt: Format, stream: TextIO | None = None) -> logging.Formatter:
+    """The formatter for `fmt`; text is colored if `stream` warrants it."""
+    if fmt == "json":
+        return JsonFormatter()
+    return TextFormatter(color=use_color(stream or sys.stderr))
 
 
 def configure_logging(settings: Settings | None = None, level: str | None = None) -> None:
-    """Send the runtime's and the handlers' logs to stderr at the configured level."""
+    """Send the runtime's and the handlers' logs to stderr at the configured level.
+
+    Other libraries' warnings and errors (asyncio's, Granian's) go through the
+    same formatter, so that a JSON log stays JSON on every line.
+    """
+    global _format
     chosen = level or (settings.logging.level if settings else "INFO")
+    _format = log_format(settings)
+    formatter = make_formatter(_format, sys.stderr)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S"))
+    handler.setFormatter(formatter)
     # The logging docs' "Optimization" switches: the access log writes a record
     # per request, and nothing here prints threads, processes or call sites.
     logging.logThreads = False
@@ -37,6 +167,42 @@ def configure_logging(settings: Settings | None = None, level: str | None = None
     logger.handlers[:] = [handler]
     logger.propagate = False
     logger.setLevel(chosen)
+
+    # The root logger: only warnings and up from elsewhere (a handler's own
+    # library logging at INFO stays quiet, as before). Replace only our own
+    # handler, so an embedding program's handlers stay.
+    root = logging.getLogger()
+    others = [h for h in root.handlers if not getattr(h, "_forge", False)]
+    fallback = logging.StreamHandler(sys.stderr)
+    fallback.setFormatter(formatter)
+    fallback.setLevel(logging.WARNING)
+    fallback._forge = True  # type: ignore[attr-defined]
+    root.handlers[:] = [*others, fallback]
+
+
+def granian_log_config() -> dict[str, Any]:
+    """Granian's ``log_dictconfig``: its loggers go through ours (root, warnings up)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {},
+        "handlers": {},
+        "loggers": {
+            "_granian": {"handlers": [], "propagate": True},
+            "granian.access": {"handlers": [], "propagate": True},
+        },
+    }
+
+
+def announce(message: str) -> None:
+    """A line the operator must see whatever ``LOG_LEVEL`` (the "ready on" line):
+    printed as is in text format, as an INFO record in JSON so every line parses."""
+    if _format != "json":
+        print(message, flush=True)
+        return
+    record = logging.LogRecord("forge.server", logging.INFO, "", 0, message, None, None)
+    for handler in logging.getLogger("forge").handlers:
+        handler.handle(record)
 
 
 def log_exception(exception: BaseException, scope: Any) -> None:
@@ -62,34 +228,76 @@ class AccessLog:
     every `flush_interval` seconds and when the worker stops.
     """
 
-    def __init__(self, stream: TextIO | None = None, flush_interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        flush_interval: float = 0.05,
+        *,
+        fmt: Format = "text",
+        color: bool | None = None,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.flush_interval = flush_interval
         self._pending: list[str] = []
         self._scheduled = False
         self._second = -1
         self._stamp = ""
+        self.json = fmt == "json"
+        if color is None:
+            color = not self.json and use_color(self.stream)
+        self._level = f"{_COLORS['INFO']}INFO   {_RESET}" if color else "INFO   "
+        # The constant part of a JSON line's tail, made once: the node id is
+        # known before a worker builds its app.
+        node = _node_id
+        self._json_node = f',"node_id":{encode_basestring_ascii(node)}' if node else ""
 
     @classmethod
     def for_settings(cls, settings: Settings) -> AccessLog | None:
         enabled = settings.logging.access_log
         level = logging.getLevelName(settings.logging.level)
-        return cls() if enabled and level <= logging.INFO else None
+        if not (enabled and level <= logging.INFO):
+            return None
+        return cls(fmt=log_format(settings))
 
     def write(self, method: str, path: str, status: int, seconds: float, request_id: str) -> None:
         now = time.time()
-        if int(now) != self._second:
-            self._second = int(now)
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
-        if not path.isprintable():  # a %0A in the URL must not forge a log line
-            path = repr(path)[1:-1]
-        self._pending.append(
-            f"{self._stamp}.{int(now % 1 * 1000):03d} INFO    forge.access [{request_id}] "
-            f"{method} {path} {status} {seconds * 1000:.1f}ms\n"
-        )
+        if self.json:
+            line = self._json_line(now, method, path, status, seconds, request_id)
+        else:
+            if int(now) != self._second:
+                self._second = int(now)
+                self._stamp = time.strftime(_DATEFMT, time.localtime(now))
+            if not path.isprintable():  # a %0A in the URL must not forge a log line
+                path = repr(path)[1:-1]
+            line = (
+                f"{self._stamp}.{int(now % 1 * 1000):03d} {self._level} forge.access "
+                f"[{request_id}] {method} {path} {status} {seconds * 1000:.1f}ms\n"
+            )
+        self._pending.append(line)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
+
+    def _json_line(
+        self, now: float, method: str, path: str, status: int, seconds: float, request_id: str
+    ) -> str:
+        # Built by hand with the json module's C string encoder rather than
+        # json.dumps of a dict (or a logging record): a third of the cost, and this
+        # runs once per request. The encoder escapes quotes, backslashes, control
+        # characters and non-ASCII, so a hostile path or request id can break out
+        # of neither its string nor its line; the message reuses the escaped parts.
+        if int(now) != self._second:
+            self._second = int(now)
+            self._stamp = time.strftime(_DATEFMT, time.gmtime(now))
+        method_json = encode_basestring_ascii(method)
+        path_json = encode_basestring_ascii(path)
+        return (
+            f'{{"time":"{self._stamp}.{int(now % 1 * 1000):03d}Z","level":"INFO",'
+            f'"logger":"forge.access","message":"{method_json[1:-1]} {path_json[1:-1]} {status}",'
+            f'"request_id":{encode_basestring_ascii(request_id)}{self._json_node},'
+            f'"method":{method_json},"path":{path_json},"status":{status},'
+            f'"duration_ms":{seconds * 1000:.3f}}}\n'
+        )
 
     def flush(self) -> None:
         self._scheduled = False

@@ -1,8 +1,10 @@
-"""``/_api/health`` (liveness) and ``/_api/ready`` (readiness), as plain ASGI.
+"""``/_api/health`` (liveness), ``/_api/ready`` (readiness) and ``/_api/metrics``
+(Prometheus), as plain ASGI.
 
 They sit in front of the router so that they answer while the node drains and
-cost nothing on the request path. Kubernetes restarts a pod whose liveness
-fails, so health never touches the database unless asked with ``?db=true``.
+cost nothing on the request path; they are neither access-logged nor counted
+in the request metrics. Kubernetes restarts a pod whose liveness fails, so
+health never touches the database unless asked with ``?db=true``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
+from . import metrics
 from .lifecycle import NodeStatus
+from .log import node_id
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -27,8 +31,10 @@ log = logging.getLogger("forge.probes")
 
 HEALTH_PATH = "/_api/health"
 READY_PATH = "/_api/ready"
+METRICS_PATH = "/_api/metrics"
 
-_JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+_JSON = b"application/json"
+_NO_STORE = (b"cache-control", b"no-store")
 
 
 async def database_ok(engine: AsyncEngine | None, timeout: float) -> bool:
@@ -46,7 +52,7 @@ async def database_ok(engine: AsyncEngine | None, timeout: float) -> bool:
 
 
 class Probes:
-    """The two probe endpoints of one worker."""
+    """The probe and metrics endpoints of one worker."""
 
     def __init__(
         self,
@@ -55,11 +61,13 @@ class Probes:
         status: SharedStatus | LocalStatus,
         engine: Callable[[], AsyncEngine | None],
         timeout: float,
+        request_metrics: metrics.RequestMetrics | None = None,
     ) -> None:
         self.version = version
         self.status = status
         self.engine = engine
         self.timeout = timeout
+        self.request_metrics = request_metrics
         self._healthy = json.dumps({"status": "healthy", "version": version}).encode()
 
     def route(self, path: str) -> Callable[[Any, Any, Any], Awaitable[None]] | None:
@@ -67,6 +75,8 @@ class Probes:
             return self.health
         if path == READY_PATH:
             return self.ready
+        if path == METRICS_PATH:
+            return self.serve_metrics
         return None
 
     async def health(self, scope: Any, receive: Any, send: Any) -> None:
@@ -90,9 +100,22 @@ class Probes:
         }
         await _respond(send, 200 if ready else 503, json.dumps(body).encode(), scope)
 
+    async def serve_metrics(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.request_metrics is not None:
+            self.request_metrics.flush()  # this worker's own counts are then exact
+        # Reading every process's file is blocking file work: off the event loop.
+        body = await asyncio.to_thread(metrics.render, self.status, self.version, node_id())
+        await _respond(send, 200, body, scope, metrics.content_type().encode())
 
-async def _respond(send: Any, status: int, body: bytes, scope: Any) -> None:
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+
+async def _respond(
+    send: Any, status: int, body: bytes, scope: Any, content_type: bytes = _JSON
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        _NO_STORE,
+        (b"content-length", str(len(body)).encode()),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     payload = b"" if scope.get("method") == "HEAD" else body
     await send({"type": "http.response.body", "body": payload})

@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .db.times import as_utc, utcnow
+from .metrics import count_cron_run
 
 log = logging.getLogger("forge.scheduler")
 
@@ -242,6 +243,7 @@ class Scheduler:
         if claimed is None:
             return "taken"
         if status == "skipped":
+            count_cron_run(task.name, "skipped")
             log.info(
                 "cron %s: skipped the %s tick, the previous run is still going", task.name, tick
             )
@@ -300,6 +302,7 @@ class Scheduler:
         seconds = time.monotonic() - started
         level = logging.DEBUG if status == "succeeded" else logging.WARNING
         log.log(level, "cron %s (%s tick): %s in %.0f ms", task.name, tick, status, seconds * 1000)
+        count_cron_run(task.name, status)
         await asyncio.shield(self._finish(run_id, status, error))
 
     async def _finish(self, run_id: int, status: str, error: str | None) -> None:

@@ -31,8 +31,10 @@ from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
 from granian.server import MPServer
 
+from . import metrics
 from .config import Settings
 from .lifecycle import DRAIN_SIGNAL, Node, SharedStatus, cut_reports
+from .log import announce, granian_log_config
 
 log = logging.getLogger("forge.server")
 
@@ -94,6 +96,16 @@ class NodeServer(MPServer):
             log.error("%d request(s) were cut at the drain bound", cut)
         return 1 if (self.boot_error or cut or crashed or self.node.cut) else 0
 
+    def _respawn_workers(self, workers: Any, *args: Any, **kwargs: Any) -> None:
+        # Granian replaces workers on SIGHUP (and on crashes, lifetimes, memory
+        # limits if ever enabled): the old ones' in-flight and pool gauges must
+        # stop counting in the node's metrics.
+        old = [self.wrks[idx].inner.pid for idx in workers]
+        super()._respawn_workers(workers, *args, **kwargs)
+        for pid in old:
+            if pid:
+                metrics.mark_process_dead(pid)
+
     def _exit_now(self, signum: int, _frame: Any) -> None:
         log.warning("second %s: exiting at once", signal.Signals(signum).name)
         for worker in self.wrks:
@@ -115,20 +127,18 @@ def serve(
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain; the process's exit code."""
     status = SharedStatus.create()
-    loader = functools.partial(
-        _load_app, str(settings.source_file), overrides, str(status.path), os.getpid()
-    )
+    # Before the workers fork: they and this process write their samples there.
+    metrics_directory = metrics.start_node()
     server: NodeServer | None = None
 
     def on_ready() -> None:
         host = settings.server.host
         shown = f"[{host}]" if ":" in host else host
         workers = settings.server.workers
-        print(
+        announce(
             f"forge: {settings.app.name} {settings.app.version} ready on "
             f"http://{shown}:{settings.server.port} "
-            f"({workers} worker{'s' if workers != 1 else ''}, env {settings.app.env})",
-            flush=True,
+            f"({workers} worker{'s' if workers != 1 else ''}, env {settings.app.env})"
         )
 
     def on_failure(error: BaseException) -> None:
@@ -145,6 +155,14 @@ def serve(
         daemons=daemons,
         jobs=jobs,
     )
+    loader = functools.partial(
+        _load_app,
+        str(settings.source_file),
+        overrides,
+        str(status.path),
+        os.getpid(),
+        node.info.id,
+    )
     server = NodeServer(
         settings=settings,
         status=status,
@@ -156,6 +174,7 @@ def serve(
         workers=settings.server.workers,
         loop=Loops.auto,
         log_level=LogLevels.warning,
+        log_dictconfig=granian_log_config(),
         log_access=False,
         # Granian waits forever for a worker that will not stop unless told otherwise.
         workers_kill_timeout=math.ceil(settings.shutdown.drain_timeout) + KILL_MARGIN,
@@ -164,17 +183,20 @@ def serve(
         server.serve(target_loader=loader, wrap_loader=False)
     finally:
         status.remove()
+        metrics.stop_node(metrics_directory)
     return server.exit_code
 
 
-def _load_app(config_file: str, overrides: dict[str, Any], status_file: str, main_pid: int) -> Any:
+def _load_app(
+    config_file: str, overrides: dict[str, Any], status_file: str, main_pid: int, node_id: str
+) -> Any:
     _die_with(main_pid)
     # A process group of its own: Ctrl-C in a terminal or a signal to the whole
     # group reaches only the main process, which drains the workers in order.
     os.setpgid(0, 0)
     from .app import app_for_worker
 
-    return app_for_worker(config_file, overrides, status_file)
+    return app_for_worker(config_file, overrides, status_file, node_id)
 
 
 def _die_with(main_pid: int) -> None:

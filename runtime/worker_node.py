@@ -18,6 +18,7 @@ from typing import Any
 from .config import Settings
 from .discovery import Discovery
 from .lifecycle import LocalStatus, Node, NodeStatus
+from .log import announce
 
 log = logging.getLogger("forge.node")
 
@@ -43,11 +44,10 @@ def run_worker_node(
         settings,
         LocalStatus(NodeStatus.STARTING),  # type: ignore[arg-type]
         boot=boot,
-        on_ready=lambda: print(
+        on_ready=lambda: announce(
             f"forge: {settings.app.name} {settings.app.version} {role} node ready "
             f"({len(found.crons)} cron task(s), {len(found.daemons)} daemon(s)"
-            + (f", {len(found.jobs)} job(s))" if role == "jobs" else ")"),
-            flush=True,
+            + (f", {len(found.jobs)} job(s))" if role == "jobs" else ")")
         ),
         on_failure=on_failure,
         crons=found.crons,

@@ -15,6 +15,8 @@ from ..bundle import bundled_app
 COMMANDS = {
     "run": "run:run",
     "serve": "run:run",
+    "dev": "dev:dev",
+    "new": "new:new",
     "build": "build:build",
     "migrate": "migrate:migrate",
     "migrate:status": "migrate:migrate_status",
@@ -28,13 +30,16 @@ COMMANDS = {
     "jobs:list": "jobs:jobs_list",
     "jobs:retry": "jobs:jobs_retry",
     "jobs:work": "jobs:jobs_work",
+    "check": "inspect:check",
+    "routes": "inspect:routes",
+    "config": "inspect:config_command",
     "deploy:docker": "deploy:deploy_docker",
     "deploy:k8s": "deploy:deploy_k8s",
 }
 
 # Commands that work on the project's sources, which a built executable does
 # not have; it leaves them out of its help and refuses them.
-SOURCE_ONLY = {"build", "migrate:new", "deploy:docker", "deploy:k8s"}
+SOURCE_ONLY = {"build", "migrate:new", "deploy:docker", "deploy:k8s", "new", "dev"}
 
 
 class LazyGroup(click.Group):

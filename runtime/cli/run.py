@@ -6,7 +6,6 @@ import errno
 import functools
 import logging
 import os
-import socket
 import sys
 
 import click
@@ -16,6 +15,7 @@ from ..boot import prepare, warn_if_frontend_missing
 from ..errors import ConfigError
 from ..frontend.build import ensure_built
 from ..log import configure_logging
+from ..processes import bind_error
 from .common import config_option, reports_errors
 
 
@@ -73,18 +73,12 @@ def _check_port_free(host: str, port: int) -> None:
     # port already served and silently share its traffic.
     if port == 0:
         return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # SO_REUSEADDR ignores connections in TIME_WAIT, not a live listener.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"server.port: {host}:{port} is already in use",
-                    hint="stop the other process, or pick another port with --port or PORT",
-                ) from None
-            raise ConfigError(
-                f"server.host: cannot listen on {host}:{port}: {exc.strerror}"
-            ) from None
+    error = bind_error(host, port)
+    if error is None:
+        return
+    if error.errno == errno.EADDRINUSE:
+        raise ConfigError(
+            f"server.port: {host}:{port} is already in use",
+            hint="stop the other process, or pick another port with --port or PORT",
+        )
+    raise ConfigError(f"server.host: cannot listen on {host}:{port}: {error.strerror}")

@@ -30,6 +30,8 @@ class ServerSection(Section):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=512)
     max_body_size: Size = Size(10 * 1000 * 1000)
+    api_docs: bool | None = None
+    """Serve the OpenAPI schema and Swagger UI at ``/_api/docs``; unset: on unless production."""
 
 
 class DatabaseSection(Section):
@@ -111,11 +113,19 @@ class JobsSection(Section):
 class LoggingSection(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = True
+    """One line per request (probes are never logged)."""
+    format: Literal["auto", "json", "text"] = "auto"
+    """``json``: one JSON object per line; ``text``: for people; ``auto``: JSON in production."""
 
     @field_validator("level", mode="before")
     @classmethod
     def _upper(cls, level: Any) -> Any:
         return level.upper() if isinstance(level, str) else level
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
 
 def _scalar_to_str(value: Any) -> Any:

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from ..context import Context, Env
 from ..db.times import utcnow
+from ..metrics import count_job
 from . import CHANNEL, DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, JobTask, jobs, notify
 
 log = logging.getLogger("forge.jobs")
@@ -168,6 +169,7 @@ class JobWorkers:
         task = self.tasks.get(row.name)
         if task is None:
             await self._record(row, DEAD, f"no job named {row.name!r} on node {self.node_id}")
+            count_job(row.name, "dead")
             return
         ctx = self.context(f"job-{row.id}")
         ctx.job = JobInfo(row.id, row.name, row.attempt, row.queue)
@@ -189,10 +191,12 @@ class JobWorkers:
             await ctx._finish(None)
         except _TakenAway:
             await ctx._finish(_TakenAway())
+            count_job(row.name, "taken_away")
             log.warning("job %s was requeued meanwhile; its writes are rolled back", row.describe())
         except asyncio.CancelledError:  # cut at the drain bound
             await asyncio.shield(self._abort(ctx))
             await asyncio.shield(self._release(row))
+            count_job(row.name, "released")
             log.warning("job %s cut at the drain bound: back in the queue", row.describe())
         except Exception as exc:
             await asyncio.shield(self._abort(ctx))
@@ -202,6 +206,7 @@ class JobWorkers:
                 error = f"{type(exc).__name__}: {exc}"
             await asyncio.shield(self._failed(row, task, error))
         else:
+            count_job(row.name, "succeeded")
             log.debug(
                 "job %s succeeded in %.0f ms", row.describe(), (time.monotonic() - started) * 1000
             )
@@ -215,10 +220,12 @@ class JobWorkers:
     async def _failed(self, row: Claimed, task: JobTask, error: str) -> None:
         if row.attempt <= task.retries:
             delay = task.retry_delay(row.attempt)
+            count_job(row.name, "failed")
             log.warning("job %s failed, retrying in %gs: %s", row.describe(), delay, error)
             await self._record(row, QUEUED, error, run_at=utcnow() + timedelta(seconds=delay))
             asyncio.get_running_loop().call_later(delay, self._wake.set)
         else:
+            count_job(row.name, "dead")
             log.error("job %s failed, no retries left (dead): %s", row.describe(), error)
             await self._record(row, DEAD, error)
 

@@ -1,0 +1,633 @@
+"""What ``forge check``, ``forge routes`` and ``forge config`` report about an app.
+
+Everything here reads; nothing writes: `check` does not create a SQLite file
+that is not there yet, takes no migration lock and gives an unreachable
+database a few seconds, not the driver's minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
+
+from . import config, discovery
+from .api_docs import API_DOCS_PATH, SCHEMA_PATH, api_docs_enabled
+from .cluster.leader import DaemonTask
+from .config import Settings
+from .config.sources import read_toml
+from .errors import ConfigError, ForgeError, HandlerError
+from .jobs import JobTask
+from .probes import HEALTH_PATH, METRICS_PATH, READY_PATH
+from .redact import REDACTED, is_secret_name, redact_url, redact_value
+from .scheduler import CronTask
+
+DB_TIMEOUT = 5.0
+"""Seconds `check` gives the database to connect and answer."""
+
+BUILT_IN = "built-in"
+
+# ---------------------------------------------------------------------------
+# forge config
+
+
+@dataclass(frozen=True)
+class ConfigValue:
+    """One effective key, its value as it may be shown, and where it came from."""
+
+    key: str
+    value: Any
+    source: str
+
+
+def effective_config(settings: Settings) -> list[ConfigValue]:
+    """Every key of the effective configuration, secrets redacted, with its source."""
+    raw = _raw_toml(settings)
+    toml_name = settings.source_file.name if settings.source_file else None
+    values: list[ConfigValue] = []
+    for section in type(settings).model_fields:
+        current = getattr(settings, section)
+        if isinstance(current, BaseModel):
+            items = [(key, getattr(current, key)) for key in type(current).model_fields]
+        else:  # [env]: the user's own names
+            items = sorted(current.items())
+        for key, value in items:
+            dotted = f"{section}.{key}"
+            origin = settings.sources.get(dotted)
+            variables = _interpolated(raw, section, key) if origin == toml_name else []
+            shown = _plain(value)
+            # A value read from a secret-looking variable is a secret, whatever its key.
+            if any(is_secret_name(variable) for variable in variables):
+                shown = REDACTED
+            else:
+                shown = redact_value(dotted, shown)
+            values.append(ConfigValue(dotted, shown, _source(origin, variables)))
+    return values
+
+
+def _raw_toml(settings: Settings) -> dict[str, Any]:
+    if settings.source_file is None:
+        return {}
+    try:
+        return read_toml(settings.source_file).data
+    except ConfigError:
+        return {}  # it loaded a moment ago; a file changed since is not worth failing for
+
+
+def _interpolated(raw: dict[str, Any], section: str, key: str) -> list[str]:
+    """The variables that forge.toml's value for the key refers to (``${NAME}``)."""
+    table = raw.get(section)
+    value = table.get(key) if isinstance(table, dict) else None
+    if not isinstance(value, str):
+        return []
+    return re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", value)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly value: sizes are ints, lists stay lists."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return str(value)
+
+
+def _source(origin: str | None, variables: list[str]) -> str:
+    """``default``, ``forge.toml``, ``.env (PORT)``, ``environment (DATABASE_URL)``..."""
+    if origin is None:
+        return "default"
+    if origin.startswith("environment variable "):
+        return f"environment ({origin.removeprefix('environment variable ')})"
+    name, separator, variable = origin.partition(": ")
+    if separator and name.startswith(".env"):
+        return f"{name} ({variable})"
+    if variables:
+        return f"{origin} ({', '.join(f'${{{v}}}' for v in variables)})"
+    return origin
+
+
+# ---------------------------------------------------------------------------
+# forge routes
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a function is declared: ``handlers/notes.py:create_note``, line 12."""
+
+    file: str
+    function: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.function}"
+
+
+@dataclass(frozen=True)
+class RouteRow:
+    method: str
+    path: str
+    handler: Where | None
+    """None for the runtime's own endpoints."""
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        base: dict[str, Any] = {"method": self.method, "path": self.path}
+        if self.handler is None:
+            return {**base, "handler": BUILT_IN, "builtin": True, "note": self.note}
+        return {
+            **base,
+            "handler": str(self.handler),
+            "file": self.handler.file,
+            "function": self.handler.function,
+            "line": self.handler.line,
+            "builtin": False,
+        }
+
+
+@dataclass
+class Inventory:
+    """What an app serves and runs: routes, crons, daemons and jobs."""
+
+    routes: list[RouteRow] = field(default_factory=list)
+    crons: list[dict[str, Any]] = field(default_factory=list)
+    daemons: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "routes": [route.as_json() for route in self.routes],
+            "crons": self.crons,
+            "daemons": self.daemons,
+            "jobs": self.jobs,
+        }
+
+
+def inventory(settings: Settings, found: discovery.Discovery) -> Inventory:
+    """The routes (the handlers' and the runtime's own), crons, daemons and jobs."""
+    root = settings.app_root
+    result = Inventory(routes=handler_routes(found.mounts, settings.handlers.prefix, root))
+    result.routes += builtin_routes(settings)
+    for task in found.crons:
+        where = locate(task.fn, root)
+        result.crons.append(
+            {
+                "name": task.name,
+                "expression": task.expression,
+                "timezone": task.timezone,
+                "handler": str(where),
+                "line": where.line,
+            }
+        )
+    for task in found.daemons:
+        where = locate(task.fn, root)
+        result.daemons.append({"name": task.name, "handler": str(where), "line": where.line})
+    for task in found.jobs:
+        where = locate(task.fn, root)
+        result.jobs.append(
+            {
+                "name": task.name,
+                "queue": task.queue,
+                "retries": task.retries,
+                "timeout": task.timeout,
+                "priority": task.priority,
+                "handler": str(where),
+                "line": where.line,
+            }
+        )
+    return result
+
+
+def handler_routes(mounts: list[discovery.Mount], prefix: str, root: Path) -> list[RouteRow]:
+    """One row per method and path of the handlers, under `prefix`, sorted by path."""
+    from litestar import Router
+
+    rows = []
+    for mount in mounts:
+        router = Router(path=prefix or "/", route_handlers=[mount.target])
+        for path, handlers in router.route_handler_method_map.items():
+            for method, handler in handlers.items():
+                if discovery.is_automatic_handler(handler):
+                    continue
+                shown = {"websocket": "WS", "asgi": "ASGI"}.get(method, method)
+                rows.append(RouteRow(shown, path, locate(handler.fn, root)))
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS", "ASGI"]
+    return sorted(
+        rows,
+        key=lambda r: (r.path, order.index(r.method) if r.method in order else 99, r.method),
+    )
+
+
+def builtin_routes(settings: Settings) -> list[RouteRow]:
+    """The runtime's own endpoints under ``/_api``, as this configuration serves them."""
+    rows = [
+        RouteRow("GET", HEALTH_PATH, None, "liveness"),
+        RouteRow("GET", READY_PATH, None, "readiness"),
+        RouteRow("GET", METRICS_PATH, None, "Prometheus metrics"),
+    ]
+    if api_docs_enabled(settings):
+        rows.append(RouteRow("GET", API_DOCS_PATH, None, "Swagger UI"))
+        rows.append(RouteRow("GET", SCHEMA_PATH, None, "OpenAPI schema"))
+    return rows
+
+
+def locate(fn: Any, root: Path) -> Where:
+    """Where `fn` (a handler, a Controller's method, a task) is written."""
+    target = inspect.unwrap(getattr(fn, "__func__", fn))
+    name = getattr(target, "__qualname__", getattr(target, "__name__", repr(target)))
+    try:
+        file = inspect.getsourcefile(target) or inspect.getfile(target)
+    except TypeError:
+        return Where(getattr(target, "__module__", "?"), name)
+    try:
+        line: int | None = inspect.getsourcelines(target)[1]
+    except (OSError, TypeError):
+        line = None
+    return Where(discovery.relative_path(Path(file), root), name, line)
+
+
+# ---------------------------------------------------------------------------
+# forge check
+
+Status = Literal["ok", "warn", "FAIL"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``forge check``: a status, what was checked, and what was found."""
+
+    status: Status
+    subject: str
+    detail: str
+    more: tuple[str, ...] = ()
+    """Further lines, shown indented."""
+
+
+@dataclass
+class CheckRun:
+    """The checks' results as they come, and whether the configuration loaded."""
+
+    config_file: str | None
+    results: list[Check] = field(default_factory=list)
+    config_failed: bool = False
+
+    def __iter__(self) -> Iterator[Check]:
+        for check in _checks(self):
+            self.results.append(check)
+            yield check
+
+
+def _checks(run: CheckRun) -> Iterator[Check]:
+    try:
+        settings = config.load(run.config_file)
+        _database_url(settings)
+    except ConfigError as exc:
+        run.config_failed = True
+        header, *rest = exc.message.splitlines()
+        hint = (f"hint: {exc.hint}",) if exc.hint else ()
+        yield Check("FAIL", "configuration", header, (*(line.strip() for line in rest), *hint))
+        return
+    from .log import configure_logging
+
+    configure_logging(settings)
+    yield Check(
+        "ok",
+        "configuration",
+        f"{_shown(settings.source_file, settings.root)}: app {settings.app.name} "
+        f"{settings.app.version}, env {settings.app.env}",
+    )
+    found = yield from _check_handlers(settings)
+    yield from _check_routes(settings, found)
+    yield from _check_tasks(settings, found)
+    revisions = yield from _check_revisions(settings)
+    if revisions is not None:
+        yield _check_database(settings, revisions)
+    yield _check_frontend(settings)
+
+
+def _database_url(settings: Settings) -> Any:
+    from .db import database_url
+
+    return database_url(settings.database.url, settings.root)
+
+
+def _check_handlers(settings: Settings) -> Generator[Check, None, discovery.Discovery]:
+    """Import every handler module, reporting each that fails; what the rest declare."""
+    found = discovery.Discovery()
+    directory = settings.app_path(settings.handlers.path)
+    shown = _shown(directory, settings.root)
+    if not directory.is_dir():
+        yield Check("warn", "handlers", f"no folder {shown}: the app serves no routes")
+        return found
+    try:
+        found.modules, failures = discovery.import_handlers(directory, settings.app_root)
+    except HandlerError as exc:
+        yield Check("FAIL", "handlers", exc.message)
+        return found
+    for failure in failures:
+        yield Check("FAIL", "handlers", failure.message)
+    if not failures:
+        yield Check("ok", "handlers", f"{len(found.modules)} module(s) imported from {shown}")
+    root = settings.app_root
+    for attribute, kind, noun in (
+        ("crons", CronTask, "cron task"),
+        ("daemons", DaemonTask, "daemon"),
+        ("jobs", JobTask, "job"),
+    ):
+        try:
+            setattr(found, attribute, discovery.collect_named(found.modules, kind, root, noun))
+        except HandlerError as exc:
+            yield Check("FAIL", f"{noun}s", exc.message)
+    return found
+
+
+def _check_routes(settings: Settings, found: discovery.Discovery) -> Iterator[Check]:
+    from litestar.exceptions import ImproperlyConfiguredException
+
+    from .app import create_app
+
+    root = settings.app_root
+    try:
+        found.mounts = discovery.collect_mounts(found.modules, root)
+        discovery.check_conflicts(found.mounts, settings.handlers.prefix)
+        routes = handler_routes(found.mounts, settings.handlers.prefix, root)
+        gateway = create_app(settings, found.mounts)
+    except HandlerError as exc:
+        yield Check("FAIL", "routes", exc.message)
+        return
+    except ImproperlyConfiguredException as exc:
+        yield Check("FAIL", "routes", f"cannot assemble the app: {exc}")
+        return
+    except Exception as exc:  # a report, not a traceback, whatever Litestar refuses
+        yield Check("FAIL", "routes", f"cannot assemble the app: {type(exc).__name__}: {exc}")
+        return
+    prefix = settings.handlers.prefix or "/"
+    yield Check("ok", "routes", f"{len(routes)} route(s) under {prefix}, no conflicts")
+    if not api_docs_enabled(settings):
+        why = (
+            "[server].api_docs = false"
+            if settings.server.api_docs is False
+            else "production; [server].api_docs = true turns them on"
+        )
+        yield Check("ok", "api docs", f"off ({why})")
+        return
+    try:
+        schema = gateway.app.openapi_schema.to_schema()
+    except Exception as exc:  # the app serves anyway; only the docs page would fail
+        yield Check(
+            "warn", "api docs", f"cannot build the OpenAPI schema: {type(exc).__name__}: {exc}"
+        )
+        return
+    yield Check(
+        "ok", "api docs", f"{API_DOCS_PATH}: {len(schema.get('paths', {}))} path(s) in the schema"
+    )
+
+
+def _check_tasks(settings: Settings, found: discovery.Discovery) -> Iterator[Check]:
+    root = settings.app_root
+    now = datetime.now(UTC)
+    for task in found.crons:
+        where = locate(task.fn, root)
+        try:
+            ZoneInfo(task.timezone)
+            upcoming = task.next_tick(now)
+        except Exception as exc:  # @cron checks at import; a hand-made CronTask may not be
+            yield Check(
+                "FAIL",
+                f"cron {task.name}",
+                f"{task.expression!r} ({task.timezone}): {type(exc).__name__}: {exc} ({where})",
+            )
+            continue
+        yield Check(
+            "ok",
+            f"cron {task.name}",
+            f"{task.expression} ({task.timezone}), next run {upcoming:%Y-%m-%d %H:%M:%S} UTC "
+            f"({where})",
+        )
+    for task in found.daemons:
+        yield Check("ok", f"daemon {task.name}", str(locate(task.fn, root)))
+    for task in found.jobs:
+        where = locate(task.fn, root)
+        problems = _job_problems(task)
+        timeout = f"{task.timeout:g}s" if task.timeout else "none"
+        detail = (
+            f"queue {task.queue}, {task.retries} retries, backoff {task.backoff:g}s, "
+            f"timeout {timeout} ({where})"
+        )
+        if problems:
+            yield Check("FAIL", f"job {task.name}", detail, tuple(problems))
+        elif task.queue not in settings.jobs.queues:
+            yield Check(
+                "warn",
+                f"job {task.name}",
+                detail,
+                (
+                    f"no worker of this configuration takes queue {task.queue!r} "
+                    f"([jobs].queues = {settings.jobs.queues})",
+                ),
+            )
+        else:
+            yield Check("ok", f"job {task.name}", detail)
+
+
+def _job_problems(task: Any) -> list[str]:
+    # @job refuses these at import; a JobTask made by hand is checked here.
+    problems = []
+    if not inspect.iscoroutinefunction(task.fn):
+        problems.append("must be an async function")
+    elif not inspect.signature(task.fn).parameters:
+        problems.append("must take ctx as its first parameter")
+    if task.retries < 0 or task.backoff < 0 or (task.timeout is not None and task.timeout <= 0):
+        problems.append("retries and backoff must be >= 0, timeout > 0")
+    if not task.queue:
+        problems.append("the queue name is empty")
+    return problems
+
+
+@dataclass(frozen=True)
+class Revision:
+    chain: str
+    revision: str
+
+
+def _check_revisions(settings: Settings) -> Generator[Check, None, list[Revision] | None]:
+    """Parse both chains' revision files; the revisions, or None if a file is broken."""
+    from alembic.util import CommandError
+
+    from .db.migrate import chains
+
+    everything: list[Revision] = []
+    broken = False
+    for chain in chains(settings):
+        shown = _shown(chain.directory, settings.root)
+        if not chain.directory.is_dir():
+            yield Check("ok", f"{chain.name} migrations", f"no folder {shown}: no revisions")
+            continue
+        try:
+            scripts = chain.scripts()
+            revisions = list(reversed(list(scripts.walk_revisions())))
+            heads = scripts.get_heads()
+        except ForgeError as exc:
+            broken = True
+            yield Check("FAIL", f"{chain.name} migrations", exc.message)
+            continue
+        except CommandError as exc:
+            broken = True
+            yield Check("FAIL", f"{chain.name} migrations", f"{shown}: {exc}")
+            continue
+        if len(heads) > 1:
+            broken = True
+            yield Check(
+                "FAIL",
+                f"{chain.name} migrations",
+                f"{shown}: the revisions have several heads: {', '.join(heads)}",
+                ("hint: merge them, or fix a down_revision so the revisions form one line",),
+            )
+            continue
+        everything += [Revision(chain.name, script.revision) for script in revisions]
+        head = f", head {heads[0]}" if heads else ""
+        where = "runtime/db/schema" if chain.name == "runtime" else shown
+        yield Check(
+            "ok", f"{chain.name} migrations", f"{len(revisions)} revision(s) in {where} parse{head}"
+        )
+    return None if broken else everything
+
+
+def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
+    from .db import is_sqlite
+
+    url = _database_url(settings)
+    shown = redact_url(settings.database.url)
+    in_file = is_sqlite(url) and url.database and url.database != ":memory:"
+    if in_file and not Path(url.database).exists():
+        # Connecting would create the file: say what forge migrate would do instead.
+        return Check(
+            "warn",
+            "database",
+            f"database not created yet ({_shown(Path(url.database), settings.root)}): "
+            f"{len(revisions)} pending",
+            ("forge migrate (or forge run) creates it and applies them",),
+        )
+    started = time.monotonic()
+    try:
+        rows, unknown = asyncio.run(_status(settings, url))
+    except TimeoutError:
+        return Check(
+            "FAIL",
+            "database",
+            f"cannot connect to the database {shown}: no answer within {DB_TIMEOUT:g}s",
+            ("hint: check [database].url (or DATABASE_URL), and that the database is up",),
+        )
+    except ForgeError as exc:
+        return Check("FAIL", "database", exc.message, (f"hint: {exc.hint}",) if exc.hint else ())
+    millis = (time.monotonic() - started) * 1000
+    problems: list[str] = []
+    tolerated: list[str] = []
+    for chain, heads in unknown.items():
+        for head in heads:
+            line = f"the database is at {chain} revision {head}, which this code does not know"
+            allowed = chain == "app" and settings.migrations.allow_newer_schema
+            (tolerated if allowed else problems).append(line)
+    pending = [f"{row.chain} {row.revision}" for row in rows if not row.applied]
+    reachable = f"{shown} answered in {millis:.0f} ms"
+    if problems:
+        return Check(
+            "FAIL",
+            "database",
+            f"{reachable}; unknown revision",
+            (
+                *problems,
+                "hint: deploy code that has this revision, or set "
+                "[migrations].allow_newer_schema = true for expand/contract rolling deploys",
+            ),
+        )
+    if pending or tolerated:
+        more = tuple(f"pending: {name}" for name in pending) + tuple(
+            f"{line} (allowed: [migrations].allow_newer_schema)" for line in tolerated
+        )
+        counts = f"{len(pending)} pending" if pending else "newer schema"
+        return Check("warn", "database", f"{reachable}; {counts}", more)
+    return Check("ok", "database", f"{reachable}; schema up to date ({len(rows)} revision(s))")
+
+
+async def _status(settings: Settings, url: Any) -> tuple[list[Any], dict[str, list[str]]]:
+    """Migrator's status, on a connection of our own: no lock, a short timeout."""
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from .db import is_sqlite
+    from .db.migrate import MigrationError, Migrator, _reason
+
+    if is_sqlite(url):
+        connect_args: dict[str, Any] = {"timeout": DB_TIMEOUT}
+    else:
+        connect_args = {
+            "timeout": DB_TIMEOUT,
+            "server_settings": {"application_name": "forge check"},
+        }
+    engine = create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
+    try:
+        async with asyncio.timeout(DB_TIMEOUT * 2):
+            try:
+                async with engine.connect() as connection:
+                    return await connection.run_sync(Migrator(settings)._status)
+            except (OSError, SQLAlchemyError) as exc:
+                # The driver's own connect timeout says nothing when it fires.
+                reason = (
+                    f"no answer within {DB_TIMEOUT:g}s"
+                    if isinstance(exc, TimeoutError)
+                    else _reason(exc)
+                )
+                raise MigrationError(
+                    f"cannot connect to the database {redact_url(settings.database.url)}: {reason}",
+                    hint="check [database].url (or DATABASE_URL), and that the database is up",
+                ) from None
+    finally:
+        await engine.dispose()
+
+
+def _check_frontend(settings: Settings) -> Check:
+    from .frontend.build import needs_build
+
+    frontend = settings.frontend
+    if frontend.dev_url:
+        return Check("ok", "frontend", f"proxied to the dev server at {frontend.dev_url}")
+    build = settings.app_path(frontend.path)
+    source = settings.path(frontend.source)
+    shown = _shown(build, settings.root)
+    has_sources = (source / "package.json").is_file()
+    if (build / "index.html").is_file():
+        if has_sources and needs_build(source, build):
+            return Check(
+                "warn",
+                "frontend",
+                f"the build at {shown} is older than its sources; forge run rebuilds it",
+            )
+        return Check("ok", "frontend", f"build at {shown}")
+    if has_sources:
+        return Check("warn", "frontend", f"no build at {shown} yet; forge run builds it")
+    return Check(
+        "warn",
+        "frontend",
+        f"no build at {shown} and no [frontend].dev_url: only the API is served",
+    )
+
+
+def _shown(path: Path | None, root: Path) -> str:
+    if path is None:
+        return "?"
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
