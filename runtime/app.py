@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING, Any
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from . import config
 from .api_docs import openapi_config
 from .context import Env, provide_context
-from .db import create_engine
+from .db import create_engine, session_engine
+from .db.faults import database_error
 from .discovery import Mount, discover
 from .frontend import Frontend
 from .gateway import Gateway
+from .http_errors import ForgeRequest, exception_handlers
 from .injection import inject_context
 from .lifecycle import DRAIN_SIGNAL, LocalStatus, SharedStatus, report_cut
 from .log import AccessLog, configure_logging, log_exception, set_node_id
@@ -60,7 +63,7 @@ def create_app(
         engine = create_engine(settings)
         watch_pool(engine, "http")
         app.state.engine = engine
-        app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        app.state.sessionmaker = async_sessionmaker(session_engine(engine), expire_on_commit=False)
         if isinstance(status, SharedStatus):
             asyncio.get_running_loop().add_signal_handler(
                 DRAIN_SIGNAL,
@@ -87,6 +90,11 @@ def create_app(
         state=state,
         request_max_body_size=int(settings.server.max_body_size),
         after_exception=[log_exception],
+        exception_handlers={
+            **exception_handlers(),
+            SQLAlchemyError: database_error,  # 503 while the database is unavailable
+        },
+        request_class=ForgeRequest,
         openapi_config=openapi_config(settings),
         logging_config=None,
         debug=False,

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from .cluster.leader import DaemonTask, Leadership, lock_file_for
 from .context import Env, run_in_context
-from .db import create_engine, database_url, is_sqlite
+from .db import create_engine, database_url, is_sqlite, session_engine
 from .jobs import JobTask
 from .jobs.worker import JobWorkers, sessionmaker_context
 from .scheduler import CronTask, Scheduler
@@ -44,7 +44,7 @@ class Background:
         self.settings = settings
         pool = max(settings.database.pool_size, settings.jobs.concurrency + 2) if jobs else None
         self.engine = create_engine(settings, pool_size=pool)
-        sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        sessionmaker = async_sessionmaker(session_engine(self.engine), expire_on_commit=False)
         env = Env(settings.env, settings.environ)
 
         def run(fn: Callable[..., Awaitable[Any]]) -> Awaitable[None]:
@@ -55,7 +55,10 @@ class Background:
         lock_engine = (
             None
             if is_sqlite(url)
-            else create_engine(settings, pooled=False, application_name=f"forge leader {node_id}")
+            # Session advisory locks: on [database].migration_url when set (not a pooler).
+            else create_engine(
+                settings, pooled=False, application_name=f"forge leader {node_id}", direct=True
+            )
         )
         self._lock_engine = lock_engine
         self.leaderships = [
@@ -76,8 +79,8 @@ class Background:
                 engine=self.engine,
                 listen_engine=None
                 if is_sqlite(url)
-                else create_engine(
-                    settings, pooled=False, application_name=f"forge jobs {node_id}"
+                else create_engine(  # LISTEN needs a session too: as for the leader locks
+                    settings, pooled=False, application_name=f"forge jobs {node_id}", direct=True
                 ),
                 node_id=node_id,
                 queues=settings.jobs.queues,

@@ -1,10 +1,12 @@
 """The ASGI front door of a worker, in front of Litestar.
 
-It answers the probes (and ``/_api/metrics``), gives every request an id
-(``X-Request-ID``), writes the access log, counts requests for the metrics and
-keeps track of those in flight. It is a plain ASGI callable rather
-than Litestar middleware because Litestar answers 404 and 405 before its
-middleware runs, and every request must be counted.
+It answers the probes (and ``/_api/metrics``), refuses the internal endpoints
+to clients ``[server].internal_allow`` and ``internal_token`` do not let in
+(`runtime.internal`), gives every request an id (``X-Request-ID``), writes the
+access log, counts requests for the metrics and keeps track of those in
+flight. It is a plain ASGI callable rather than Litestar middleware because
+Litestar answers 404 and 405 before its middleware runs, and every request
+must be counted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .internal import InternalAccess, forbid
 from .log import AccessLog
 from .metrics import DRAINING_ROUTE, RequestMetrics, route_label
 from .probes import Probes
@@ -45,6 +48,10 @@ class Gateway:
         self.access_log = access_log
         self.metrics = metrics
         self.frontend = frontend
+        # The rule for /_api/metrics and /_api/docs, from the settings the
+        # Litestar app carries; None when they are open (the default).
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        self.internal = InternalAccess.from_settings(settings) if settings is not None else None
         # Paths that belong to the handlers and the runtime, never to the frontend.
         self.api_prefixes = tuple(p for p in ("/_api", api_prefix) if p)
         self.active: dict[asyncio.Task[Any], Any] = {}
@@ -69,7 +76,13 @@ class Gateway:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"].startswith("/_api/") and (probe := self.probes.route(scope["path"])):
+        # A refusal is an ordinary request: access-logged and counted like any 4xx.
+        forbidden = self.internal is not None and self.internal.refuses(scope)
+        if (
+            not forbidden
+            and scope["path"].startswith("/_api/")
+            and (probe := self.probes.route(scope["path"]))
+        ):
             await probe(scope, receive, send)
             return
 
@@ -99,7 +112,7 @@ class Gateway:
         task = asyncio.current_task()
         assert task is not None
         self.active[task] = scope
-        target = self._target(scope)
+        target = forbid if forbidden else self._target(scope)
         if metrics is not None:
             metrics.started()
         try:

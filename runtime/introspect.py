@@ -28,7 +28,7 @@ from .config.sources import read_toml
 from .errors import ConfigError, ForgeError, HandlerError
 from .jobs import JobTask
 from .probes import HEALTH_PATH, METRICS_PATH, READY_PATH
-from .redact import REDACTED, is_secret_name, redact_url, redact_value
+from .redact import REDACTED, env_keys_set_outside, is_secret_name, redact_url, redact_value
 from .scheduler import CronTask
 
 DB_TIMEOUT = 5.0
@@ -53,6 +53,7 @@ def effective_config(settings: Settings) -> list[ConfigValue]:
     """Every key of the effective configuration, secrets redacted, with its source."""
     raw = _raw_toml(settings)
     toml_name = settings.source_file.name if settings.source_file else None
+    env_outside = env_keys_set_outside(settings)
     values: list[ConfigValue] = []
     for section in type(settings).model_fields:
         current = getattr(settings, section)
@@ -65,8 +66,11 @@ def effective_config(settings: Settings) -> list[ConfigValue]:
             origin = settings.sources.get(dotted)
             variables = _interpolated(raw, section, key) if origin == toml_name else []
             shown = _plain(value)
-            # A value read from a secret-looking variable is a secret, whatever its key.
-            if any(is_secret_name(variable) for variable in variables):
+            # A value read from a secret-looking variable is a secret, whatever its key;
+            # so is any [env] value forge.toml does not spell out (API_KEY = "${API_KEY}").
+            if any(is_secret_name(variable) for variable in variables) or (
+                section == "env" and key in env_outside
+            ):
                 shown = REDACTED
             else:
                 shown = redact_value(dotted, shown)

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
+from .redact import remember_secrets, scrub
+
 if TYPE_CHECKING:
     from .config import Settings
 
@@ -92,13 +94,13 @@ class TextFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None)
         record.request = f" [{request_id}]" if request_id else ""
         if not self.color:
-            return super().format(record)
+            return scrub(super().format(record))
         # Color the padded name, so columns still line up; restore the record
         # afterwards, since other handlers may format it too.
         levelname = record.levelname
         record.levelname = f"{_COLORS.get(levelname, '')}{levelname:<7}{_RESET}"
         try:
-            return super().format(record)
+            return scrub(super().format(record))
         finally:
             record.levelname = levelname
 
@@ -120,6 +122,11 @@ class JsonFormatter(_LibraryJsonFormatter):
             # Compact, like the access log's lines.
             json_serializer=functools.partial(json.dumps, separators=(",", ":")),
         )
+
+    def format(self, record: logging.LogRecord) -> str:
+        # A message or traceback may quote a secret (an upstream URL with its
+        # key): the known secret values never reach the log.
+        return scrub(super().format(record))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return _utc_stamp(record.created)
@@ -148,10 +155,13 @@ def configure_logging(settings: Settings | None = None, level: str | None = None
     """Send the runtime's and the handlers' logs to stderr at the configured level.
 
     Other libraries' warnings and errors (asyncio's, Granian's) go through the
-    same formatter, so that a JSON log stays JSON on every line.
+    same formatter, so that a JSON log stays JSON on every line. The settings'
+    secret values are replaced by ``***`` in every line (`runtime.redact.scrub`).
     """
     global _format
     chosen = level or (settings.logging.level if settings else "INFO")
+    if settings is not None:
+        remember_secrets(settings)
     _format = log_format(settings)
     formatter = make_formatter(_format, sys.stderr)
     handler = logging.StreamHandler(sys.stderr)
@@ -210,6 +220,10 @@ def log_exception(exception: BaseException, scope: Any) -> None:
     status = getattr(exception, "status_code", 500)
     if status < 500:
         return
+    from .db.faults import is_unavailable  # here: importing runtime.db loads SQLAlchemy
+
+    if is_unavailable(exception):
+        return  # a 503, logged by runtime.db.faults as a rate-limited warning
     logging.getLogger("forge.handler").error(
         "unhandled %s in %s %s",
         type(exception).__name__,

@@ -1,14 +1,37 @@
-"""Keep secrets out of logs, error messages and printed configuration."""
+"""Keep secrets out of logs, error messages and printed configuration.
+
+Two tools: `redact_value` / `redact_url` hide a value where it is shown in a
+known place (``forge config``, a configuration error); `scrub` replaces the
+process's known secret values wherever they appear in free text (log lines),
+since a handler's exception message may quote one.
+"""
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote, urlsplit
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 REDACTED = "***"
 
-_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL", re.IGNORECASE)
+
+MIN_SCRUBBED_LENGTH = 6
+"""Shorter values are not scrubbed from logs: replacing every "true" or "1234"
+in every line would mangle the logs and protect nothing worth protecting."""
+
+# The user-and-password part of a URL as SQLAlchemy parses it (make_url): the
+# password runs from the first ":" after the user name to the first "@", and
+# may hold "/", "?" or "#", which urllib would read as the end of the host.
+_URL_PASSWORD = re.compile(r"[A-Za-z][\w+.-]*://[^:/]*:")
+# ``name=value`` pairs: a URL's query (``?password=...``), a libpq DSN
+# (``host=db password=...``); a quoted value may hold spaces.
+_PARAMETER = re.compile(r"(^|[?&;\s])([A-Za-z_][\w.-]*)=('(?:[^'\\]|\\.)*'|[^&;\s#]*)")
 
 
 def is_secret_name(name: str) -> bool:
@@ -17,15 +40,45 @@ def is_secret_name(name: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """Hide the password of a URL such as ``postgresql://user:pw@host/db``."""
+    """Hide the password of a URL such as ``postgresql://user:pw@host/db``.
+
+    Also hides secret-looking parameters (``?password=...``, ``sslpassword=...``)
+    in a URL's query or a ``key=value`` connection string.
+    """
     try:
-        parts = urlsplit(url)
+        shown_netloc = urlsplit(url).netloc
     except ValueError:
         return REDACTED
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", f":{REDACTED}@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    match = _URL_PASSWORD.match(url)
+    if match is not None:
+        start = match.end()
+        ends = []
+        first_at = url.find("@", start)
+        if first_at != -1:
+            ends.append(first_at)  # where SQLAlchemy, hence the driver, ends it
+        if "@" in shown_netloc:
+            # Where urllib ends it (the last "@" before the host), in case the
+            # password holds an "@" SQLAlchemy would have cut it at.
+            ends.append(url.find(shown_netloc) + shown_netloc.rfind("@"))
+        end = max(ends, default=-1)
+        if end >= start:
+            url = f"{url[:start]}{REDACTED}{url[end:]}"
+    if "=" in url:
+        url = _PARAMETER.sub(_redact_parameter, url)
+    return url
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    before, name, _value = match.groups()
+    return f"{before}{name}={REDACTED}" if is_secret_name(name) else match.group(0)
+
+
+def url_password(url: str) -> str | None:
+    """The password of a database URL as the driver gets it, or None."""
+    match = _URL_PASSWORD.match(url)
+    if match is None or "@" not in url[match.end() :]:
+        return None
+    return unquote(url[match.end() : url.index("@", match.end())]) or None
 
 
 def redact_value(name: str, value: object) -> object:
@@ -40,3 +93,87 @@ def redact_value(name: str, value: object) -> object:
     if isinstance(value, list | tuple):
         return type(value)(redact_value(name, item) for item in value)
     return value
+
+
+# ---------------------------------------------------------------------------
+# Scrubbing known secret values out of free text
+
+_known: tuple[str, ...] = ()
+
+
+def env_keys_set_outside(settings: Settings) -> set[str]:
+    """The ``[env]`` keys whose values forge.toml does not spell out.
+
+    They come from the environment, a ``.env`` file or a ``${VAR}``: where an
+    app's secrets live, so they are treated as secrets whatever their names.
+    """
+    from .config.sources import read_toml
+    from .errors import ConfigError
+
+    toml_name = settings.source_file.name if settings.source_file else None
+    try:
+        raw = read_toml(settings.source_file).data if settings.source_file else {}
+    except (ConfigError, OSError):
+        raw = {}  # it loaded a moment ago; changed since: count every key as outside
+    table = raw.get("env")
+    literal = table if isinstance(table, dict) else {}
+    outside = set()
+    for key in settings.env:
+        written = literal.get(key)
+        from_file = settings.sources.get(f"env.{key}") == toml_name
+        if not from_file or written is None or (isinstance(written, str) and "${" in written):
+            outside.add(key)
+    return outside
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """The values of `settings` that are secrets, as they could appear in text.
+
+    Values of ``[env]`` keys that look secret or that forge.toml does not spell
+    out (`env_keys_set_outside`), of variables (environment, ``.env``) whose
+    names look secret, the database password and ``[server].internal_token``;
+    each also as it reads escaped in JSON and percent-encoded in a URL.
+    """
+    outside = env_keys_set_outside(settings)
+    found = [
+        value for name, value in settings.env.items() if name in outside or is_secret_name(name)
+    ]
+    # A variable's value reaches [env] through ${VAR} or FORGE_ENV__NAME, and
+    # handlers read variables through ctx.env too.
+    found += [value for name, value in settings.environ.items() if is_secret_name(name)]
+    url = settings.database.url
+    password = url_password(url)
+    if password is not None:
+        found.append(password)
+    for _before, name, value in _PARAMETER.findall(url):  # ?password=... works too
+        if is_secret_name(name):
+            found.append(unquote(value.strip("'")))
+    if settings.server.internal_token:
+        found.append(settings.server.internal_token)
+    return _spellings(found)
+
+
+def _spellings(values: Iterable[str]) -> list[str]:
+    spelled: set[str] = set()
+    for value in values:
+        if len(value) < MIN_SCRUBBED_LENGTH:
+            continue
+        spelled.add(value)
+        spelled.add(json.dumps(value)[1:-1])  # a JSON log line escapes quotes and non-ASCII
+        spelled.add(quote(value, safe=""))  # a URL carries it percent-encoded
+    # Longest first, so a secret that contains another is replaced whole.
+    return sorted(spelled, key=len, reverse=True)
+
+
+def remember_secrets(settings: Settings | None) -> None:
+    """Make `scrub` replace the secret values of `settings` in this process."""
+    global _known
+    _known = tuple(secret_values(settings)) if settings is not None else ()
+
+
+def scrub(text: str) -> str:
+    """`text` with every remembered secret value replaced by ``***``."""
+    for secret in _known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .db.times import as_utc, utcnow
 from .metrics import count_cron_run
+from .redact import scrub
 
 log = logging.getLogger("forge.scheduler")
 
@@ -297,7 +298,8 @@ class Scheduler:
         except asyncio.CancelledError:
             status, error = "abandoned", "cut at the drain bound"
         except Exception as exc:
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            # Stored and shown by schedule:list: never with a secret in it.
+            status, error = "failed", scrub(f"{type(exc).__name__}: {exc}")
             log.exception("cron %s failed", task.name)
         seconds = time.monotonic() - started
         level = logging.DEBUG if status == "succeeded" else logging.WARNING

@@ -27,7 +27,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from granian.constants import Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import MPServer
 
@@ -178,6 +179,16 @@ def serve(
         log_access=False,
         # Granian waits forever for a worker that will not stop unless told otherwise.
         workers_kill_timeout=math.ceil(settings.shutdown.drain_timeout) + KILL_MARGIN,
+        # HTTP/1.1 only: in "auto" mode Granian waits for a connection's first
+        # bytes to pick the protocol, with no timer, so a client that connects
+        # and sends nothing would be held forever. Without TLS, HTTP/2 needs
+        # prior knowledge, which browsers never have.
+        http=HTTPModes.http1,
+        # Slow-loris defence: a client that trickles its headers (or leaves a
+        # kept-alive connection idle) this long is disconnected.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, round(settings.server.header_timeout * 1000))
+        ),
     )
     try:
         server.serve(target_loader=loader, wrap_loader=False)

@@ -8,6 +8,7 @@ import sqlite3
 import sys
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -257,3 +258,40 @@ def test_no_deprecation_warning_from_the_runtime(project: Project) -> None:
 def test_no_deprecation_warning_from_the_demo_handlers(project: Project) -> None:
     modules = build_and_serve(project.root)
     assert "handlers.hello" in modules
+
+
+READ_THEN_WRITE = """
+import asyncio
+
+from litestar import post
+from sqlalchemy import text
+
+from runtime import Ctx
+
+
+@post("/read-then-write")
+async def read_then_write(ctx: Ctx) -> dict[str, int]:
+    count = (await ctx.db.execute(text("SELECT count(*) FROM notes"))).scalar_one()
+    await asyncio.sleep(0.05)  # others write meanwhile
+    await ctx.db.execute(
+        text("INSERT INTO notes (title, body, created_at) VALUES ('rw', '', CURRENT_TIMESTAMP)")
+    )
+    return {"seen": count}
+"""
+
+
+def test_sqlite_read_then_write_handlers_never_lose_a_request(project: Project) -> None:
+    # A deferred SQLite transaction that reads, then writes after another
+    # connection wrote, fails at once with "database is locked".
+    project.write("handlers/rw.py", READ_THEN_WRITE)
+    node = project.start()
+    node.wait_ready()
+
+    def call(_: int) -> int:
+        return node.post("/api/read-then-write").status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(call, range(24)))
+    assert statuses == [201] * 24, statuses
+    notes = node.get("/api/notes").json()
+    assert sum(note["title"] == "rw" for note in notes) == 24

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..redact import redact_value
-from .sources import Layer
+from ..redact import is_secret_name, redact_value
+from .sources import FREE_SECTIONS, Layer
 
 _EXPECTED = {
     "int_parsing": "an integer",
@@ -63,15 +63,32 @@ def _problem(error: Any, loc: tuple[str, ...], settings: type[BaseModel]) -> str
     if kind == "extra_forbidden":
         return _unknown_key(loc, settings)
     if kind in _EXPECTED:
-        shown = redact_value(".".join(loc), error.get("input"))
-        return f"expected {_EXPECTED[kind]}, got {shown!r}"
+        return f"expected {_EXPECTED[kind]}, got {_shown_input(loc, error.get('input'))}"
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
-        shown = redact_value(".".join(loc), error.get("input"))
-        message = f"{message[0].lower()}{message[1:]}, got {shown!r}"
+        shown = _shown_input(loc, error.get("input"))
+        message = f"{message[0].lower()}{message[1:]}, got {shown}"
     return message
+
+
+_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def _shown_input(loc: tuple[str, ...], value: Any) -> str:
+    """The offending value as it may be printed: never that of a secret."""
+    dotted = ".".join(loc)
+    # Any [env] value may be a secret (API_KEY = "${API_KEY}"), whatever its name.
+    if loc[0] in FREE_SECTIONS or is_secret_name(dotted):
+        if isinstance(value, dict):
+            kind = "a table"
+        elif isinstance(value, list | tuple):
+            kind = "an array"
+        else:
+            kind = _KINDS.get(type(value), "a value")
+        return f"{kind} (not shown: it may be a secret)"
+    return repr(redact_value(dotted, value))
 
 
 def _unknown_key(loc: tuple[str, ...], settings: type[BaseModel]) -> str:

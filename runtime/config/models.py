@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -10,7 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .sources import Layer, LayerSource
-from .units import Duration, Size
+from .units import DatabaseUrl, Duration, PathSetting, Size
 
 ACTIVE_LAYERS: ContextVar[tuple[Layer, ...]] = ContextVar("forge_config_layers", default=())
 
@@ -30,12 +31,50 @@ class ServerSection(Section):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=512)
     max_body_size: Size = Size(10 * 1000 * 1000)
+    header_timeout: Duration = Field(30.0, gt=0, le=3600)
+    """How long a client may take to send a request's headers (and to start the next
+    request on a kept-alive connection) before it is disconnected."""
     api_docs: bool | None = None
     """Serve the OpenAPI schema and Swagger UI at ``/_api/docs``; unset: on unless production."""
+    internal_allow: list[str] = []
+    """Addresses or networks (CIDR) whose clients may read ``/_api/metrics`` and ``/_api/docs``."""
+    internal_token: str | None = Field(None, repr=False)
+    """A secret that opens them from anywhere, sent as ``Authorization: Bearer <token>``."""
+
+    @field_validator("internal_allow", mode="before")
+    @classmethod
+    def _split_allow(cls, value: Any) -> Any:
+        # From the environment the list is one string: "10.0.0.0/8, 192.168.1.5".
+        if isinstance(value, str):
+            return [entry for entry in value.replace(",", " ").split() if entry]
+        return value
+
+    @field_validator("internal_allow")
+    @classmethod
+    def _check_networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8, 192.168.1.5)"
+                ) from None
+        return [entry.strip() for entry in entries]
+
+    @field_validator("internal_token")
+    @classmethod
+    def _non_empty(cls, token: str | None) -> str | None:
+        if token is None:
+            return None
+        # An empty token would let "Authorization: Bearer " in: refuse it. Spaces
+        # around it (a newline from a secrets file) cannot be sent in a header.
+        if not token.strip():
+            raise ValueError("must not be empty; leave it unset to set no token")
+        return token.strip()
 
 
 class DatabaseSection(Section):
-    url: str = "sqlite:///forge.db"
+    url: DatabaseUrl = "sqlite:///forge.db"
     pool_size: int = Field(5, ge=1)
     max_overflow: int = Field(5, ge=0)
     pool_timeout: Duration = 10.0
@@ -43,11 +82,19 @@ class DatabaseSection(Section):
     """How long `/_api/ready` waits for ``SELECT 1`` before answering 503."""
     migration_lock_timeout: Duration = 300.0
     """How long a node waits for another node's migrations before giving up."""
+    connect_timeout: Duration = Field(5.0, gt=0)
+    """How long opening a PostgreSQL connection may take before it counts as unavailable."""
+    pool_pre_ping: bool = False
+    """Test each pooled connection before use (a round trip per checkout)."""
+    migration_url: DatabaseUrl | None = None
+    """A direct PostgreSQL URL for migrations, their lock, daemon leadership and LISTEN."""
+    transaction_pooler: bool = False
+    """``url`` goes through a transaction-mode pooler (PgBouncer): cache no prepared statements."""
     echo: bool = False
 
 
 class HandlersSection(Section):
-    path: str = "handlers"
+    path: PathSetting = "handlers"
     prefix: str = "/api"
 
     @field_validator("prefix")
@@ -60,19 +107,19 @@ class HandlersSection(Section):
 
 
 class MigrationsSection(Section):
-    path: str = "migrations"
+    path: PathSetting = "migrations"
     allow_newer_schema: bool = False
     """Start even if the database is at a revision this code does not know."""
 
 
 class FrontendSection(Section):
-    path: str = "frontend/build"
+    path: PathSetting = "frontend/build"
     """The built single-page app, served at ``/``."""
     spa: bool = True
     """Answer client-side routes (paths without a file extension) with ``index.html``."""
     immutable: list[str] = ["_app/immutable/", "assets/"]
     """Folders of content-hashed files, cached by browsers for a year."""
-    source: str = "frontend"
+    source: PathSetting = "frontend"
     """The frontend's sources, with its package.json."""
     build: str = "npm ci && npm run build"
     """How `forge run` builds the frontend when the build is older than its sources."""

@@ -30,6 +30,7 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "PORT": ("server", "port"),
     "SERVER_PORT": ("server", "port"),
     "DATABASE_URL": ("database", "url"),
+    "DATABASE_MIGRATION_URL": ("database", "migration_url"),
     "APP_ENV": ("app", "env"),
     "LOG_LEVEL": ("logging", "level"),
 }
@@ -76,10 +77,51 @@ def read_toml(path: Path) -> Layer:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_toml_error_message(path, exc), hint="fix the TOML syntax") from None
+    except RecursionError:  # tomllib parses arrays and inline tables recursively
+        raise ConfigError(
+            f"{path}: invalid TOML: arrays or tables nested too deeply",
+            hint="fix the TOML syntax",
+        ) from None
+    except ValueError as exc:  # Python's limit on the digits of an integer
+        reason = str(exc).split(";")[0]
+        raise ConfigError(f"{path}: invalid TOML: {reason}", hint="fix the TOML syntax") from None
+    _check_values(path, data)
     layer = Layer(name=path.name, data=data)
     for dotted in _dotted_keys(data):
         layer.origins[dotted] = path.name
     return layer
+
+
+MAX_DEPTH = 8
+"""Levels of tables and arrays in forge.toml. Its keys need three (section, key,
+array); much deeper is a broken file, and would overflow the stack of the
+recursive code that interpolates, validates and prints values."""
+
+
+def _check_values(path: Path, data: dict[str, Any]) -> None:
+    """Refuse what no setting can hold: a NUL character, or tables and arrays nested
+    past `MAX_DEPTH`. Iterative, so that a deep document cannot overflow it."""
+    stack: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while stack:
+        keys, value = stack.pop()
+        dotted = ".".join(keys)
+        if len(keys) > MAX_DEPTH:
+            raise ConfigError(
+                f"{path}: {dotted}: tables or arrays nested more than {MAX_DEPTH} levels deep",
+                hint="no setting of forge.toml goes this deep: fix the file",
+            )
+        if isinstance(value, str) and "\x00" in value:
+            # Nothing can carry one: not a path, an address, or an environment variable.
+            raise ConfigError(f"{path}: {dotted}: contains a NUL character (\\u0000)")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    raise ConfigError(
+                        f"{path}: {dotted or '(top level)'}: a key contains a NUL character"
+                    )
+                stack.append(((*keys, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*keys, str(index)), item) for index, item in enumerate(value))
 
 
 def _toml_error_message(path: Path, exc: tomllib.TOMLDecodeError) -> str:
@@ -109,7 +151,12 @@ def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 def read_dotenv(path: Path) -> dict[str, str]:
     """Variables of a ``.env`` file, or nothing if there is none."""
-    if not path.is_file():
+    try:
+        if not path.is_file():
+            return {}
+    except (OSError, ValueError):
+        # A name no file can have (``.env.<APP_ENV>`` with an overlong APP_ENV):
+        # there is no such file.
         return {}
     return {key: value for key, value in dotenv_values(path).items() if value is not None}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ POSTGRES_DRIVER = "postgresql+asyncpg"
 SQLITE_DRIVER = "sqlite+aiosqlite"
 
 
-def database_url(raw: str, root: Path) -> URL:
-    """The SQLAlchemy URL for a configured ``[database].url``.
+def database_url(raw: str, root: Path, *, key: str = "database.url") -> URL:
+    """The SQLAlchemy URL for a configured ``[database].url`` (or the setting `key`).
 
     ``postgres://``, ``postgresql://`` and ``postgresql+<any driver>://`` all map
     to asyncpg; a relative SQLite path is relative to the project directory.
@@ -29,7 +30,7 @@ def database_url(raw: str, root: Path) -> URL:
         url = make_url(raw)
     except (ArgumentError, ValueError):
         raise ConfigError(
-            f"database.url: cannot parse {redact_url(raw)!r}",
+            f"{key}: cannot parse {redact_url(raw)!r}",
             hint='use "sqlite:///app.db" or "postgresql://user:password@host:5432/name"',
         ) from None
     backend = url.get_backend_name()
@@ -47,7 +48,7 @@ def database_url(raw: str, root: Path) -> URL:
             url = url.set(database=str(root / url.database))
         return url
     raise ConfigError(
-        f"database.url: unsupported database {backend!r} in {redact_url(raw)!r}",
+        f"{key}: unsupported database {backend!r} in {redact_url(raw)!r}",
         hint="use sqlite:///path.db (embedded) or postgresql://... ",
     )
 
@@ -56,19 +57,44 @@ def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
+def session_url(settings: Settings) -> tuple[str, str]:
+    """The URL for session-level features, and the name of the key it comes from.
+
+    Migrations and their lock, daemon leadership (session advisory locks) and
+    LISTEN need a connection that stays one PostgreSQL session: a transaction
+    pooler in front of ``[database].url`` breaks them, so
+    ``[database].migration_url`` can point them at the server directly.
+    """
+    db = settings.database
+    if not db.migration_url:
+        return db.url, "database.url"
+    main = database_url(db.url, settings.root)
+    direct = database_url(db.migration_url, settings.root, key="database.migration_url")
+    if is_sqlite(main) or is_sqlite(direct):
+        raise ConfigError(
+            "database.migration_url: only for PostgreSQL, with a PostgreSQL database.url",
+            hint="remove migration_url; a SQLite database needs no second URL",
+        )
+    return db.migration_url, "database.migration_url"
+
+
 def create_engine(
     settings: Settings,
     *,
     pooled: bool = True,
     pool_size: int | None = None,
     application_name: str | None = None,
+    direct: bool = False,
 ) -> AsyncEngine:
     """The engine for `settings`; ``pooled=False`` for one-off connections such as locks.
 
     `application_name` shows in ``pg_stat_activity``, so a lock's holder can be named.
+    ``direct=True`` connects to ``[database].migration_url`` when it is set (see
+    `session_url`), for connections that must be a session of their own.
     """
-    url = database_url(settings.database.url, settings.root)
     db = settings.database
+    raw, key = session_url(settings) if direct else (db.url, "database.url")
+    url = database_url(raw, settings.root, key=key)
     options: dict[str, Any] = {"echo": db.echo}
     if is_sqlite(url):
         if url.database and url.database != ":memory:":
@@ -76,7 +102,15 @@ def create_engine(
         options["connect_args"] = {"timeout": 30}
     else:
         name = application_name or f"forge {settings.app.name}"
-        options["connect_args"] = {"server_settings": {"application_name": name[:63]}}
+        connect_args: dict[str, Any] = {
+            "server_settings": {"application_name": name[:63]},
+            # asyncpg waits 60 s by default; a request would hang that long.
+            "timeout": db.connect_timeout,
+        }
+        if db.transaction_pooler and key == "database.url":
+            connect_args.update(POOLER_CONNECT_ARGS)
+        options["connect_args"] = connect_args
+        options["pool_pre_ping"] = db.pool_pre_ping
     if not pooled:
         options["poolclass"] = NullPool
     else:
@@ -89,7 +123,47 @@ def create_engine(
     if is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         event.listen(engine.sync_engine, "begin", _begin_sqlite)
+    else:
+        event.listen(engine.sync_engine, "do_connect", _connect_postgres)
     return engine
+
+
+def _statement_name() -> str:
+    return f"__forge_{uuid.uuid4().hex}__"
+
+
+POOLER_CONNECT_ARGS: dict[str, Any] = {
+    # Behind a transaction pooler consecutive transactions of one connection
+    # run on different server sessions, where a statement prepared by an
+    # earlier one does not exist (or one of the same name from another client
+    # does). So asyncpg caches none, SQLAlchemy caches none, and the ones
+    # SQLAlchemy prepares inside a transaction get names no one else uses.
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": _statement_name,
+}
+"""asyncpg and SQLAlchemy settings for ``[database].transaction_pooler = true``."""
+
+
+def _connect_postgres(
+    dialect: Any, _record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
+) -> Any:
+    # asyncpg raises socket errors (refused, reset, unreachable) and its
+    # connect timeout as they are, which SQLAlchemy passes through unwrapped.
+    # As a DBAPI OperationalError, like libpq-based drivers report them, they
+    # reach the same handlers as every other database error (a 503, see
+    # faults.py) and a handler's own OSError is never mistaken for an outage.
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except OSError as exc:
+        where = f"{cparams.get('host', '?')}:{cparams.get('port', 5432)}"
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {cparams.get('timeout', '?')}s"
+        else:
+            reason = str(exc) or type(exc).__name__
+        raise dialect.loaded_dbapi.OperationalError(
+            f"cannot connect to {where}: {reason}", exc
+        ) from exc
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -109,4 +183,22 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _begin_sqlite(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "")
+    connection.exec_driver_sql(f"BEGIN {mode}".rstrip())
+
+
+SQLITE_BEGIN = "forge_sqlite_begin"
+
+
+def session_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for handlers' sessions (``ctx.db``), sharing `engine`'s pool.
+
+    On SQLite their transactions begin IMMEDIATE, taking the write lock at
+    once, as Rails and Django do: a deferred transaction that reads, then
+    writes after another connection wrote, fails at once with "database is
+    locked" (the busy timeout cannot help it), losing the request or the job.
+    Transactions of the runtime's own, and readiness checks, stay deferred.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})

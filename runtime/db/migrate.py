@@ -32,8 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..config import Settings
 from ..errors import ForgeError
 from ..redact import redact_url
-from .engine import create_engine, database_url, is_sqlite
+from .engine import create_engine, database_url, is_sqlite, session_url
 from .locks import FileLock, PostgresLock
+from .pgbouncer import check_poolers
 from .revisions import RevisionFileError, Revisions
 
 log = logging.getLogger("forge.migrate")
@@ -107,17 +108,25 @@ class Migrator:
         self.settings = settings
         self.runtime, self.app = chains(settings)
         self.on_applied = on_applied or (lambda applied: None)
-        self.url = database_url(settings.database.url, settings.root)
+        # [database].migration_url when set: the lock needs a session of its own.
+        self.raw_url, self.url_key = session_url(settings)
+        self.url = database_url(self.raw_url, settings.root, key=self.url_key)
 
     @asynccontextmanager
     async def locked(self) -> AsyncIterator[AsyncConnection]:
         """A dedicated connection holding the migration lock."""
+        # Through a transaction pooler the lock would be taken and lost at once:
+        # refuse that before taking it.
+        await check_poolers(self.settings)
         engine = create_engine(
-            self.settings, pooled=False, application_name=f"forge migrate {_whoami()}"
+            self.settings,
+            pooled=False,
+            application_name=f"forge migrate {_whoami()}",
+            direct=True,
         )
         timeout = self.settings.database.migration_lock_timeout
         try:
-            connection = await _connect(engine, self.settings.database.url)
+            connection = await _connect(engine, self.raw_url, self.url_key)
             try:
                 if is_sqlite(self.url):
                     lock: FileLock | PostgresLock = FileLock(
@@ -358,15 +367,20 @@ class Migrator:
         return rows, unknown
 
 
-async def _connect(engine: AsyncEngine, raw_url: str) -> AsyncConnection:
+async def _connect(engine: AsyncEngine, raw_url: str, key: str = "database.url") -> AsyncConnection:
     """A connection, or a `MigrationError` that says why there is none (not a traceback)."""
     connection = engine.connect()
     try:
         await connection.start()
     except (OSError, SQLAlchemyError) as exc:
+        where = (
+            "[database].url (or DATABASE_URL)"
+            if key == "database.url"
+            else "[database].migration_url"
+        )
         raise MigrationError(
             f"cannot connect to the database {redact_url(raw_url)}: {_reason(exc)}",
-            hint="check [database].url (or DATABASE_URL), and that the database is up",
+            hint=f"check {where}, and that the database is up",
         ) from None
     return connection
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
+import stat as stat_module
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -53,6 +54,11 @@ ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
 
 _ENCODED_SEPARATOR = re.compile(rb"%(2f|5c|00)", re.IGNORECASE)
 
+# What resolving a request path can raise: nothing there or a name too long
+# (OSError), a symlink loop (RuntimeError), a str that no file name encodes to,
+# such as a lone surrogate (UnicodeEncodeError, a ValueError).
+_UNRESOLVABLE = (OSError, RuntimeError, ValueError)
+
 
 def content_type(path: Path) -> str:
     suffix = path.suffix.lower()
@@ -94,7 +100,7 @@ class BuildDirectory:
         candidate = self.root.joinpath(*parts)
         try:
             real = candidate.resolve(strict=True)
-        except (OSError, RuntimeError):
+        except _UNRESOLVABLE:
             return None
         if not real.is_relative_to(self.root) or not real.is_file():
             return None  # a symlink pointing outside the build, or a directory
@@ -108,7 +114,9 @@ class BuildDirectory:
             return True
         try:
             real = self.root.joinpath(*parts).resolve(strict=True)
-        except (OSError, RuntimeError):
+        except ValueError:
+            return True  # no file name at all (a lone surrogate): refuse, do not guess
+        except _UNRESOLVABLE:
             return False  # nothing there: a route of the app
         return not real.is_relative_to(self.root)
 
@@ -122,7 +130,11 @@ class BuildDirectory:
                     stat = sibling.stat()
                 except OSError:
                     continue
-                if sibling.resolve().is_relative_to(self.root):
+                # Only a regular file: a directory or a FIFO named like a
+                # sibling would fail (or block) when sent.
+                if stat_module.S_ISREG(stat.st_mode) and sibling.resolve().is_relative_to(
+                    self.root
+                ):
                     return StaticFile(sibling, path, encoding, stat)
         return StaticFile(path, path, None, path.stat())
 

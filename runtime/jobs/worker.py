@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from ..context import Context, Env
 from ..db.times import utcnow
 from ..metrics import count_job
+from ..redact import scrub
 from . import CHANNEL, DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, JobTask, jobs, notify
 
 log = logging.getLogger("forge.jobs")
@@ -309,8 +310,9 @@ def _result(value: Any) -> str | None:
 
 
 def _describe(exc: BaseException) -> str:
+    # Stored and shown by jobs:list: never with a secret in it.
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return scrub(f"{type(exc).__name__}: {lines[0] if lines else ''}")
 
 
 def sessionmaker_context(
