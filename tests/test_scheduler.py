@@ -914,13 +914,6 @@ HOLD = """
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 'running' row is only abandoned when its node is reaped from forge_nodes; "
-    "`forge schedule:run` is not registered there, so when it dies mid-run its row stays "
-    "'running' forever and an overlap=False task is skipped on every node from then on "
-    "(as it is after a run whose end could not be recorded: the database was down then)",
-)
 def test_a_killed_schedule_run_does_not_block_its_task_forever(project: Project) -> None:
     configure(project, HOLD)
     assert project.forge("migrate").returncode == 0
@@ -944,3 +937,25 @@ def test_a_killed_schedule_run_does_not_block_its_task_forever(project: Project)
         4.5,
         "the node to run the task again",
     )
+    assert cron_runs(project, SQLITE_URL, "hold")[0].status == "abandoned"
+    assert stop_all([node]) == [0], node.output()
+
+
+def test_the_next_schedule_run_reaps_a_killed_one(project: Project) -> None:
+    # No long-running node: the system's cron runs `forge schedule:run`.
+    configure(project, HOLD)
+    assert project.forge("migrate").returncode == 0
+    one_off = start_command(project, "schedule:run", "--task", "hold", env={"HOLD_SECONDS": "60"})
+    one_off.wait_until(
+        lambda: [run.status for run in cron_runs(project, SQLITE_URL, "hold")] == ["running"],
+        15,
+        "the one-off run to start",
+    )
+    os.killpg(one_off.process.pid, signal.SIGKILL)
+    one_off.process.wait(5)
+    time.sleep(2)  # past dead_after (1.5 s)
+
+    again = project.forge("schedule:run", "--task", "hold", env={"HOLD_SECONDS": "0"})
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "hold: succeeded" in again.stdout
+    assert [run.status for run in cron_runs(project, SQLITE_URL, "hold")][:1] == ["abandoned"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
 import sys
 from datetime import UTC, datetime, timedelta
 
@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from .. import config
 from ..boot import prepare
+from ..cluster.registry import NodeInfo, Registry
 from ..config import Settings
 from ..context import Env, run_in_context
 from ..db import create_engine
 from ..errors import ForgeError
-from ..scheduler import CronTask, Scheduler, cron_runs
+from ..scheduler import CronTask, Scheduler, abandon_runs_of, cron_runs
 from .common import config_option, reports_errors
 
 log = logging.getLogger("forge.scheduler")
@@ -125,8 +126,14 @@ async def _run_due(settings: Settings, tasks: list[CronTask], forced: set[str]) 
     def run(fn: object) -> object:
         return run_in_context(fn, config=settings, env=env, sessionmaker=sessionmaker)
 
-    node = f"schedule:run-{os.getpid()}"
-    scheduler = Scheduler(tasks, engine, node, run)  # type: ignore[arg-type]
+    # Registered as a node while it runs, so that if it dies mid-run its peers
+    # (or the next schedule:run) reap it and abandon its runs, as for any node:
+    # a 'running' row left behind would block an overlap=False task for good.
+    info = NodeInfo.describe(settings)
+    registry = Registry(engine, info, settings.cluster.dead_after)
+    scheduler = Scheduler(tasks, engine, info.id, run)  # type: ignore[arg-type]
+    registered = await _register(registry)
+    beating = asyncio.create_task(_beat(registry, settings.cluster.heartbeat_interval))
     now = datetime.now(UTC)
     started: dict[str, str] = {}
     try:
@@ -153,7 +160,43 @@ async def _run_due(settings: Settings, tasks: list[CronTask], forced: set[str]) 
                 )
         return started
     finally:
+        beating.cancel()
+        if registered:
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await registry.deregister()
         await engine.dispose()
+
+
+ONE_OFF = "one-off"
+"""The registry status of a `forge schedule:run` process."""
+
+
+async def _beat(registry: Registry, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await registry.heartbeat(ONE_OFF)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("heartbeat failed: %s", _first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+async def _register(registry: Registry) -> bool:
+    """Register, and reap dead nodes; False (and a warning) if the database says no."""
+    try:
+        await registry.heartbeat(ONE_OFF)
+        # With no long-running node (schedule:run from the system's cron), the
+        # next one-off run is the one to notice a dead predecessor.
+        reaped = await registry.reap()
+        if reaped:
+            await abandon_runs_of(registry.engine, reaped)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("cannot register in forge_nodes (%s): running unregistered", _first_line(exc))
+        return False
+    return True
 
 
 @click.command("schedule:work")
