@@ -914,7 +914,8 @@ HOLD = """
 """
 
 
-def test_a_killed_schedule_run_does_not_block_its_task_forever(project: Project) -> None:
+def kill_a_one_off_mid_run(project: Project) -> None:
+    """A `forge schedule:run` of the no-overlap task "hold", SIGKILLed while it runs."""
     configure(project, HOLD)
     assert project.forge("migrate").returncode == 0
     one_off = start_command(project, "schedule:run", "--task", "hold", env={"HOLD_SECONDS": "60"})
@@ -925,6 +926,10 @@ def test_a_killed_schedule_run_does_not_block_its_task_forever(project: Project)
     )
     os.killpg(one_off.process.pid, signal.SIGKILL)
     one_off.process.wait(5)
+
+
+def test_a_killed_schedule_run_does_not_block_its_task_forever(project: Project) -> None:
+    kill_a_one_off_mid_run(project)
 
     (node,) = start(project, SQLITE_URL)
     # Three times dead_after: a node would have been reaped by then.
@@ -943,16 +948,7 @@ def test_a_killed_schedule_run_does_not_block_its_task_forever(project: Project)
 
 def test_the_next_schedule_run_reaps_a_killed_one(project: Project) -> None:
     # No long-running node: the system's cron runs `forge schedule:run`.
-    configure(project, HOLD)
-    assert project.forge("migrate").returncode == 0
-    one_off = start_command(project, "schedule:run", "--task", "hold", env={"HOLD_SECONDS": "60"})
-    one_off.wait_until(
-        lambda: [run.status for run in cron_runs(project, SQLITE_URL, "hold")] == ["running"],
-        15,
-        "the one-off run to start",
-    )
-    os.killpg(one_off.process.pid, signal.SIGKILL)
-    one_off.process.wait(5)
+    kill_a_one_off_mid_run(project)
     time.sleep(2)  # past dead_after (1.5 s)
 
     again = project.forge("schedule:run", "--task", "hold", env={"HOLD_SECONDS": "0"})
