@@ -20,11 +20,12 @@ from .api_docs import openapi_config
 from .context import Env, provide_context
 from .db import create_engine, session_engine
 from .db.faults import database_error
-from .discovery import Mount, discover
+from .discovery import Mount, discover_app
 from .frontend import Frontend
 from .gateway import Gateway
 from .http_errors import ForgeRequest, exception_handlers
 from .injection import inject_context
+from .internal import InternalAccess
 from .lifecycle import DRAIN_SIGNAL, LocalStatus, SharedStatus, report_cut
 from .log import AccessLog, configure_logging, log_exception, set_node_id
 from .metrics import RequestMetrics, watch_pool
@@ -113,6 +114,7 @@ def create_app(
         frontend=Frontend(settings, fallback=litestar),
         api_prefix=settings.handlers.prefix,
         metrics=request_metrics,
+        internal=InternalAccess.from_settings(settings),
     )
     return gateway
 
@@ -127,8 +129,6 @@ def app_for_worker(
     settings = config.load(config_file, overrides=overrides)
     set_node_id(node_id)
     configure_logging(settings)
-    found = discover(
-        settings.app_path(settings.handlers.path), settings.handlers.prefix, settings.app_root
-    )
+    found = discover_app(settings)
     status = SharedStatus(Path(status_file)) if status_file else None
     return create_app(settings, found.mounts, status=status)

@@ -9,7 +9,7 @@ from litestar.exceptions import ImproperlyConfiguredException
 from .app import create_app
 from .config import Settings
 from .db import database_url
-from .discovery import Discovery, discover
+from .discovery import Discovery, discover_app
 from .errors import HandlerError
 from .log import configure_logging
 
@@ -24,9 +24,7 @@ def prepare(settings: Settings) -> Discovery:
     """
     configure_logging(settings)
     database_url(settings.database.url, settings.root)
-    found = discover(
-        settings.app_path(settings.handlers.path), settings.handlers.prefix, settings.app_root
-    )
+    found = discover_app(settings)
     try:
         create_app(settings, found.mounts)
     except ImproperlyConfiguredException as exc:

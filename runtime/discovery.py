@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Router
 from litestar.handlers import BaseRouteHandler
@@ -25,6 +25,9 @@ from .cluster.leader import DaemonTask
 from .errors import HandlerError
 from .jobs import JobTask
 from .scheduler import CronTask
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 RESERVED_PREFIX = "/_api"
 
@@ -50,6 +53,13 @@ class Discovery:
     """`runtime.cluster.leader.DaemonTask` objects, by name."""
     jobs: list[Any] = field(default_factory=list)
     """`runtime.jobs.JobTask` objects, by name."""
+
+
+def discover_app(settings: Settings) -> Discovery:
+    """`discover` for the configured app: its handlers folder, prefix and root."""
+    return discover(
+        settings.app_path(settings.handlers.path), settings.handlers.prefix, settings.app_root
+    )
 
 
 def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:

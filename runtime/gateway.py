@@ -42,16 +42,15 @@ class Gateway:
         frontend: Any = None,
         api_prefix: str = "",
         metrics: RequestMetrics | None = None,
+        internal: InternalAccess | None = None,
     ) -> None:
         self.app = app
         self.probes = probes
         self.access_log = access_log
         self.metrics = metrics
         self.frontend = frontend
-        # The rule for /_api/metrics and /_api/docs, from the settings the
-        # Litestar app carries; None when they are open (the default).
-        settings = getattr(getattr(app, "state", None), "settings", None)
-        self.internal = InternalAccess.from_settings(settings) if settings is not None else None
+        self.internal = internal
+        """The rule for /_api/metrics and /_api/docs; None when they are open (the default)."""
         # Paths that belong to the handlers and the runtime, never to the frontend.
         self.api_prefixes = tuple(p for p in ("/_api", api_prefix) if p)
         self.active: dict[asyncio.Task[Any], Any] = {}

@@ -52,12 +52,10 @@ def _echo_check(result: Check) -> None:
 @reports_errors
 def routes(config_file: str | None, as_json: bool) -> None:
     """List every route (method, path, handler file:function), cron, daemon and job."""
-    from ..discovery import discover
+    from ..discovery import discover_app
 
     settings = config.load(config_file)
-    found = discover(
-        settings.app_path(settings.handlers.path), settings.handlers.prefix, settings.app_root
-    )
+    found = discover_app(settings)
     listed = inventory(settings, found)
     if as_json:
         click.echo(json.dumps(listed.as_json(), indent=2))

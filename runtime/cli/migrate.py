@@ -142,11 +142,9 @@ def migrate_new(message: str, config_file: str | None, sql: bool) -> None:
     code: tuple[str, str] | None = None
     note = ""
     if not sql:
-        from ..discovery import declared_metadata, discover
+        from ..discovery import declared_metadata, discover_app
 
-        found = discover(
-            settings.path(settings.handlers.path), settings.handlers.prefix, settings.root
-        )
+        found = discover_app(settings)
         metadata = declared_metadata(found.modules)
         if metadata:
             code = asyncio.run(migrator.autogenerate(metadata))
