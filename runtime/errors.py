@@ -30,3 +30,14 @@ class HandlerError(ForgeError):
     """A handler module cannot be imported or its routes cannot be mounted."""
 
     exit_code = 2
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of what `exc` says; empty if it says nothing."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line``: an exception in one line, for a log or a stored error."""
+    return f"{type(exc).__name__}: {first_line(exc)}"

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .background import Background
 from .cluster.registry import NodeInfo, Registry
 from .db import create_engine
+from .errors import describe
 from .jobs import requeue_orphans
 from .log import set_node_id
 from .metrics import watch_pool
@@ -190,7 +191,7 @@ class Node:
             future.result(timeout)
         except Exception as exc:  # the registry is informative; never block a drain on it
             future.cancel()
-            log.warning("could not update the node registry: %s", _describe(exc))
+            log.warning("could not update the node registry: %s", describe(exc))
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -239,7 +240,7 @@ class Node:
                 try:
                     await self.registry.deregister()
                 except Exception as exc:
-                    log.warning("could not deregister the node: %s", _describe(exc))
+                    log.warning("could not deregister the node: %s", describe(exc))
         finally:
             await engine.dispose()
 
@@ -275,34 +276,29 @@ class Node:
             try:
                 await self.registry.heartbeat(status.label, leads)
             except Exception as exc:
-                log.warning("node heartbeat failed: %s", _describe(exc))
+                log.warning("node heartbeat failed: %s", describe(exc))
 
     async def _reap(self) -> None:
         assert self.registry is not None
         try:
             reaped = await self.registry.reap()
         except Exception as exc:
-            log.warning("reaping dead nodes failed: %s", _describe(exc))
+            log.warning("reaping dead nodes failed: %s", describe(exc))
             return
         for node_id in reaped:
             log.warning("reaped node %s: no heartbeat for %ss", node_id, self.registry.dead_after)
         try:
             await abandon_runs_of(self.registry.engine, reaped)
         except Exception as exc:
-            log.warning("marking the cron runs of dead nodes failed: %s", _describe(exc))
+            log.warning("marking the cron runs of dead nodes failed: %s", describe(exc))
         try:
             async with self.registry.engine.begin() as connection:
                 requeued = await requeue_orphans(connection)
             if requeued:
                 log.warning("requeued %d job(s) of dead nodes", len(requeued))
         except Exception as exc:
-            log.warning("requeueing the jobs of dead nodes failed: %s", _describe(exc))
+            log.warning("requeueing the jobs of dead nodes failed: %s", describe(exc))
 
     def _leadership_changed(self) -> None:
         # `forge nodes` shows who leads what: write it now, not at the next beat.
         asyncio.get_running_loop().create_task(self._heartbeat_once())
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -15,7 +15,7 @@ from ..boot import prepare
 from ..config import Settings
 from ..db import create_engine
 from ..db.times import as_utc
-from ..errors import ForgeError
+from ..errors import ForgeError, first_line
 from ..jobs import DEAD, QUEUED, RUNNING, STATES, jobs, notify
 from .common import config_option, reports_errors
 
@@ -77,7 +77,7 @@ async def _overview(
             return counts, [tuple(row) for row in recent]
     except SQLAlchemyError as exc:
         raise ForgeError(
-            f"cannot read forge_jobs: {str(exc).splitlines()[0]}",
+            f"cannot read forge_jobs: {first_line(exc)}",
             hint="run forge migrate first",
         ) from None
     finally:
@@ -144,7 +144,7 @@ async def _retry(settings: Settings, job_id: int | None) -> int:
             return len(requeued)
     except SQLAlchemyError as exc:
         raise ForgeError(
-            f"cannot update forge_jobs: {str(exc).splitlines()[0]}",
+            f"cannot update forge_jobs: {first_line(exc)}",
             hint="run forge migrate first",
         ) from None
     finally:

@@ -19,7 +19,7 @@ from ..cluster.registry import NodeInfo, Registry
 from ..config import Settings
 from ..context import Env, run_in_context
 from ..db import create_engine
-from ..errors import ForgeError
+from ..errors import ForgeError, describe
 from ..scheduler import CronTask, Scheduler, abandon_runs_of, cron_runs
 from .common import config_option, reports_errors
 
@@ -177,11 +177,7 @@ async def _beat(registry: Registry, interval: float) -> None:
         try:
             await registry.heartbeat(ONE_OFF)
         except (SQLAlchemyError, OSError) as exc:
-            log.warning("heartbeat failed: %s", _first_line(exc))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("heartbeat failed: %s", describe(exc))
 
 
 async def _register(registry: Registry) -> bool:
@@ -194,7 +190,7 @@ async def _register(registry: Registry) -> bool:
         if reaped:
             await abandon_runs_of(registry.engine, reaped)
     except (SQLAlchemyError, OSError) as exc:
-        log.warning("cannot register in forge_nodes (%s): running unregistered", _first_line(exc))
+        log.warning("cannot register in forge_nodes (%s): running unregistered", describe(exc))
         return False
     return True
 

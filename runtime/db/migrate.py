@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..config import Settings
-from ..errors import ForgeError
+from ..errors import ForgeError, first_line
 from ..redact import redact_url
 from .engine import create_engine, database_url, is_sqlite, session_url
 from .locks import FileLock, PostgresLock
@@ -294,7 +294,7 @@ class Migrator:
                 failed = _failed_revision(report, scripts, connection, chain)
                 raise MigrationError(
                     f"{chain.name} migration {failed} failed: {type(exc).__name__}: "
-                    f"{_first_line(exc)}",
+                    f"{first_line(exc)}",
                     hint="fix the revision; the database stays at the last revision that completed",
                 ) from exc
 
@@ -453,13 +453,9 @@ def _drop_everything(connection: Connection) -> None:
     connection.commit()
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-
-
 def _reason(exc: BaseException) -> str:
     """The first line of what the database driver said, without SQLAlchemy's wrapping."""
-    return _first_line(exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc)
+    return first_line(exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc)
 
 
 def _whoami() -> str:

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from ..context import Context, Env
 from ..db.times import utcnow
+from ..errors import describe
 from ..metrics import count_job
 from ..redact import scrub
 from . import CHANNEL, DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, JobTask, jobs, notify
@@ -311,8 +312,7 @@ def _result(value: Any) -> str | None:
 
 def _describe(exc: BaseException) -> str:
     # Stored and shown by jobs:list: never with a secret in it.
-    lines = str(exc).strip().splitlines()
-    return scrub(f"{type(exc).__name__}: {lines[0] if lines else ''}")
+    return scrub(describe(exc))
 
 
 def sessionmaker_context(
