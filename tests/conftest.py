@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -211,6 +215,25 @@ def _psql(sql: str) -> None:
             await connection.close()
 
     asyncio.run(run())
+
+
+def query(project: Project | None, url: str, sql: str) -> list[tuple]:
+    """Rows of `sql` (no parameters), from SQLite in the project or from PostgreSQL."""
+    if url.startswith("sqlite"):
+        assert project is not None
+        with contextlib.closing(sqlite3.connect(project.root / "app.db", timeout=30)) as db:
+            rows = db.execute(sql).fetchall()
+            db.commit()
+            return rows
+
+    async def fetch() -> list[tuple]:
+        connection = await asyncpg.connect(url)
+        try:
+            return [tuple(row) for row in await connection.fetch(sql)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(fetch())
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import signal
 import time
 
 import pytest
-from conftest import Node, Project
-from test_scheduler import configure, nodes_listing, query, start, stop_all, ticks, wait_exit
+from conftest import Node, Project, query
+from test_scheduler import configure, nodes_listing, start, stop_all, ticks, wait_exit
 
 pytestmark = pytest.mark.postgres
 

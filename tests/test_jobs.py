@@ -8,12 +8,9 @@ every execution: ``(job_id, attempt, pid, started, finished)``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,9 +18,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import pytest
-from conftest import Node, Project, free_port
+from conftest import Node, Project, free_port, query
 
 SQLITE_URL = "sqlite:///app.db"
 
@@ -185,22 +181,6 @@ def database(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return SQLITE_URL
     return request.getfixturevalue("pg_url")
-
-
-def query(project: Project, url: str, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of `sql` (written for both databases) from the test process."""
-    if url.startswith("sqlite"):
-        with contextlib.closing(sqlite3.connect(project.root / "app.db", timeout=30)) as db:
-            return db.execute(sql).fetchall()
-
-    async def fetch() -> list[tuple[Any, ...]]:
-        connection = await asyncpg.connect(url)
-        try:
-            return [tuple(row) for row in await connection.fetch(sql)]
-        finally:
-            await connection.close()
-
-    return asyncio.run(fetch())
 
 
 def job_row(project: Project, url: str, job_id: int) -> dict[str, Any]:

@@ -10,14 +10,12 @@ a dead node's runs abandoned only once it has been silent for ``dead_after``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import os
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -29,9 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
-from conftest import Node, Project, free_port
+from conftest import Node, Project, free_port, query
 from tcpproxy import TcpProxy
 
 SQLITE_URL = "sqlite:///app.db"
@@ -173,25 +170,6 @@ def listening(port: int) -> bool:
 
 
 # --- reading the database from the test process -------------------------------------
-
-
-def query(project: Project | None, url: str, sql: str) -> list[tuple]:
-    """Rows of `sql` (no parameters), from SQLite in the project or from PostgreSQL."""
-    if url.startswith("sqlite"):
-        assert project is not None
-        with contextlib.closing(sqlite3.connect(project.root / "app.db", timeout=30)) as db:
-            rows = db.execute(sql).fetchall()
-            db.commit()
-            return rows
-
-    async def fetch() -> list[tuple]:
-        connection = await asyncpg.connect(url)
-        try:
-            return [tuple(row) for row in await connection.fetch(sql)]
-        finally:
-            await connection.close()
-
-    return asyncio.run(fetch())
 
 
 def _moment(value: datetime | str | None) -> datetime | None:
