@@ -24,6 +24,10 @@ __all__ = ["Context", "Ctx", "MissingEnvError", "__version__", "cron", "daemon",
 
 __version__ = "0.1.0"
 
+# The distribution's name on an index. "forge-runtime" and "runtime" belong to
+# unrelated projects on the public registry; see docs/development.md.
+DISTRIBUTION = "forge-for-python"
+
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so that `forge migrate` and friends do not pay for

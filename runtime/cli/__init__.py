@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from .. import DISTRIBUTION
 from ..bundle import bundled_app
 
 # Command name -> "module:function". Modules load only when their command runs,
@@ -63,7 +64,7 @@ def _available(name: str) -> bool:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="forge-runtime", prog_name="forge")
+@click.version_option(package_name=DISTRIBUTION, prog_name="forge")
 def main() -> None:
     """Forge: forge.toml + handlers/ -> a production web service."""
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import DISTRIBUTION
 from ..bundle import BUNDLE_DIR
 from ..config import Settings
 from ..db.migrate import RUNTIME_SCHEMA
@@ -82,7 +83,7 @@ def build_executable(
         "--add-data", f"{staging}{os.pathsep}{BUNDLE_DIR}",
         # Alembic reads revision files from disk, so they travel as files.
         "--add-data", f"{RUNTIME_SCHEMA}{os.pathsep}runtime/db/schema",
-        "--copy-metadata", "forge-runtime",
+        "--copy-metadata", DISTRIBUTION,
         *_each("--collect-submodules", COLLECT),
         *_each("--hidden-import", hidden),
         *_each("--exclude-module", [m for m in EXCLUDE if m not in hidden]),
