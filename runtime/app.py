@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import traceback
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import ImproperlyConfiguredException
+from litestar.handlers import BaseRouteHandler
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -20,13 +23,14 @@ from .api_docs import openapi_config
 from .context import Env, provide_context
 from .db import create_engine, session_engine
 from .db.faults import database_error
-from .discovery import Mount, discover_app
-from .frontend import Frontend
+from .discovery import Mount, discover_app, location_of
+from .errors import HandlerError
+from .frontend import Frontend, has_frontend
 from .gateway import Gateway
 from .http_errors import ForgeRequest, exception_handlers
 from .injection import inject_context
 from .internal import InternalAccess
-from .lifecycle import DRAIN_SIGNAL, LocalStatus, SharedStatus, report_cut
+from .lifecycle import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, report_cut
 from .log import AccessLog, configure_logging, log_exception, set_node_id
 from .metrics import RequestMetrics, watch_pool
 from .probes import Probes
@@ -43,7 +47,11 @@ def create_app(
     *,
     status: SharedStatus | LocalStatus | None = None,
 ) -> Gateway:
-    """The ASGI app that serves `mounts` under ``[handlers].prefix``."""
+    """The ASGI app that serves `mounts` under ``[handlers].prefix`` (or their module's ``PREFIX``).
+
+    Raises `HandlerError`, naming the handler's file and line where Litestar's
+    complaint is about one handler, when Litestar refuses to assemble the app.
+    """
     state = State(
         {
             "settings": settings,
@@ -66,12 +74,14 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = async_sessionmaker(session_engine(engine), expire_on_commit=False)
         if isinstance(status, SharedStatus):
-            asyncio.get_running_loop().add_signal_handler(
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(
                 DRAIN_SIGNAL,
                 gateway.begin_drain,
                 settings.shutdown.drain_timeout,
                 functools.partial(report_cut, status.path),
             )
+            loop.add_signal_handler(WAKE_SIGNAL, _nothing)
         try:
             yield
         finally:
@@ -81,25 +91,33 @@ def create_app(
             await engine.dispose()
 
     inject_context(mount.target for mount in mounts)
-    handlers = Router(
-        path=settings.handlers.prefix or "/", route_handlers=[mount.target for mount in mounts]
-    )
-    litestar = Litestar(
-        route_handlers=[handlers],
-        dependencies={"ctx": Provide(provide_context)},
-        lifespan=[worker_lifespan],
-        state=state,
-        request_max_body_size=int(settings.server.max_body_size),
-        after_exception=[log_exception],
-        exception_handlers={
-            **exception_handlers(),
-            SQLAlchemyError: database_error,  # 503 while the database is unavailable
-        },
-        request_class=ForgeRequest,
-        openapi_config=openapi_config(settings),
-        logging_config=None,
-        debug=False,
-    )
+    # One Router per prefix: [handlers].prefix, and each module's own PREFIX.
+    by_prefix: dict[str, list[Any]] = {settings.handlers.prefix: []}
+    for mount in mounts:
+        by_prefix.setdefault(mount.path_prefix(settings.handlers.prefix), []).append(mount.target)
+    try:
+        litestar = Litestar(
+            route_handlers=[
+                Router(path=prefix or "/", route_handlers=targets)
+                for prefix, targets in by_prefix.items()
+                if targets
+            ],
+            dependencies={"ctx": Provide(provide_context)},
+            lifespan=[worker_lifespan],
+            state=state,
+            request_max_body_size=int(settings.server.max_body_size),
+            after_exception=[log_exception],
+            exception_handlers={
+                **exception_handlers(),
+                SQLAlchemyError: database_error,  # 503 while the database is unavailable
+            },
+            request_class=ForgeRequest,
+            openapi_config=openapi_config(settings),
+            logging_config=None,
+            debug=False,
+        )
+    except ImproperlyConfiguredException as exc:
+        raise _assembly_error(exc, settings.app_root) from None
     probes = Probes(
         version=settings.app.version,
         status=status or LocalStatus(),
@@ -111,12 +129,34 @@ def create_app(
         litestar,
         probes,
         access_log=access_log,
-        frontend=Frontend(settings, fallback=litestar),
-        api_prefix=settings.handlers.prefix,
+        frontend=(
+            Frontend(settings, fallback=litestar, routes_at_root="" in by_prefix)
+            if has_frontend(settings)
+            else None
+        ),
+        api_prefixes=tuple(prefix for prefix in by_prefix if prefix),
         metrics=request_metrics,
         internal=InternalAccess.from_settings(settings),
     )
     return gateway
+
+
+def _assembly_error(exc: ImproperlyConfiguredException, root: Path) -> HandlerError:
+    """Litestar's refusal, naming the handler it is about when one is being registered."""
+    detail = exc.detail  # str(exc) would start with "500: "
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    # Litestar checks a handler in its own methods (on_registration,
+    # _validate_handler_function): the innermost such frame is the culprit.
+    for frame in reversed(frames):
+        handler = frame.f_locals.get("self")
+        if isinstance(handler, BaseRouteHandler):
+            where = location_of(handler.fn, root)
+            if where is not None:
+                return HandlerError(
+                    f"{where}: cannot mount this handler: {detail}",
+                    hint="fix the handler; the app is assembled when it boots",
+                )
+    return HandlerError(f"cannot assemble the app: {detail}")
 
 
 def app_for_worker(
@@ -132,3 +172,7 @@ def app_for_worker(
     found = discover_app(settings)
     status = SharedStatus(Path(status_file)) if status_file else None
     return create_app(settings, found.mounts, status=status)
+
+
+def _nothing() -> None:
+    """The worker's handler of `WAKE_SIGNAL`: waking its loop is the point."""

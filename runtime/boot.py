@@ -11,6 +11,7 @@ from .config import Settings
 from .db import database_url
 from .discovery import Discovery, discover_app
 from .errors import HandlerError
+from .frontend import has_frontend
 from .log import configure_logging
 
 log = logging.getLogger("forge.boot")
@@ -34,6 +35,8 @@ def prepare(settings: Settings) -> Discovery:
 
 def warn_if_frontend_missing(settings: Settings) -> None:
     frontend = settings.frontend
+    if not has_frontend(settings):  # an API-only app: nothing to warn about
+        return
     if frontend.dev_url is None and not (settings.app_path(frontend.path) / "index.html").is_file():
         log.warning(
             "no frontend build at %s: serving the API only; / explains how to build it",

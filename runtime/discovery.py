@@ -3,7 +3,8 @@
 Every ``.py`` file under ``[handlers].path`` is imported once, as a module of a
 package named after that folder (``handlers.notes``), so handler modules can
 import each other. Route handlers, Routers and Controllers defined in a module
-are mounted under ``[handlers].prefix``.
+are mounted under ``[handlers].prefix``, or under the module's own ``PREFIX``
+(``PREFIX = ""`` mounts them at the root).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 RESERVED_PREFIX = "/_api"
 
+PREFIX_SETTING = "PREFIX"
+"""The module-level name by which a handler module chooses its own prefix."""
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -39,6 +43,12 @@ class Mount:
     target: Any
     location: str
     """``handlers/notes.py:12``, for messages."""
+    prefix: str | None = None
+    """The module's own ``PREFIX``, normalised (``""`` is the root); None: ``[handlers].prefix``."""
+
+    def path_prefix(self, configured: str) -> str:
+        """Where this is mounted, given ``[handlers].prefix``."""
+        return configured if self.prefix is None else self.prefix
 
 
 @dataclass
@@ -65,8 +75,9 @@ def discover_app(settings: Settings) -> Discovery:
 def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
     """Import every module under `handlers_dir` and collect its routes.
 
-    Raises `HandlerError` naming the file when a module cannot be imported, and
-    naming both files when two handlers claim the same method and path.
+    Raises `HandlerError` naming the file when a module cannot be imported or
+    its ``PREFIX`` is not usable, and naming both files when two handlers claim
+    the same method and path.
     """
     found = Discovery()
     if not handlers_dir.is_dir():
@@ -193,6 +204,42 @@ def relative_path(file: Path, root: Path) -> str:
         return str(file)
 
 
+def location_of(fn: Any, root: Path) -> str | None:
+    """``handlers/notes.py:12`` for a function, or None when its source is unknown."""
+    target = inspect.unwrap(getattr(fn, "__func__", fn))
+    try:
+        file = inspect.getsourcefile(target)
+        line = inspect.getsourcelines(target)[1]
+    except (OSError, TypeError):
+        return None
+    return f"{relative_path(Path(file), root)}:{line}" if file else None
+
+
+def module_prefix(module: ModuleType, root: Path) -> str | None:
+    """The module's own ``PREFIX``, normalised like ``[handlers].prefix``; None if it has none.
+
+    ``""`` and ``"/"`` mean the root. A prefix under ``/_api`` is refused, naming the file.
+    """
+    if PREFIX_SETTING not in vars(module):
+        return None
+    value = vars(module)[PREFIX_SETTING]
+    shown = relative_path(Path(module.__file__ or module.__name__), root)
+    if not isinstance(value, str):
+        raise HandlerError(
+            f"{shown}: {PREFIX_SETTING} must be a string, not {type(value).__name__}",
+            hint=f'{PREFIX_SETTING} = "" mounts the module\'s routes at the root, '
+            f'{PREFIX_SETTING} = "/r" under /r',
+        )
+    prefix = "/" + value.strip("/") if value.strip("/") else ""
+    if prefix == RESERVED_PREFIX or prefix.startswith(RESERVED_PREFIX + "/"):
+        raise HandlerError(
+            f"{shown}: {PREFIX_SETTING} = {value!r} is under {RESERVED_PREFIX}/, "
+            "which is reserved for the runtime",
+            hint="choose another prefix for this module",
+        )
+    return prefix
+
+
 def collect_mounts(modules: list[ModuleType], root: Path) -> list[Mount]:
     candidates: list[tuple[Any, ModuleType]] = []
     seen: set[int] = set()
@@ -215,8 +262,13 @@ def collect_mounts(modules: list[ModuleType], root: Path) -> list[Mount]:
     for value, _ in candidates:
         if isinstance(value, Router):
             included |= _included_in(value)
+    prefixes = {module.__name__: module_prefix(module, root) for module in modules}
     return [
-        Mount(target=value, location=_location(value, module, root))
+        Mount(
+            target=value,
+            location=_location(value, module, root),
+            prefix=prefixes[module.__name__],
+        )
         for value, module in candidates
         if _identity(value) not in included
     ]
@@ -296,10 +348,13 @@ _PATH_PARAM = re.compile(r"\{[^}]*\}")
 
 
 def check_conflicts(mounts: list[Mount], prefix: str) -> None:
-    """Refuse two handlers on one method and path, and handlers under ``/_api``."""
+    """Refuse two handlers on one method and path, and handlers under ``/_api``.
+
+    `prefix` is ``[handlers].prefix``; a module's own ``PREFIX`` takes its place.
+    """
     claimed: dict[tuple[str, str], Mount] = {}
     for mount in mounts:
-        for path, method in _routes_of(mount, prefix):
+        for path, method in _routes_of(mount, mount.path_prefix(prefix)):
             if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
                 raise HandlerError(
                     f"{mount.location}: {method} {path} is under {RESERVED_PREFIX}/, "

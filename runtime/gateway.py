@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from litestar.utils import normalize_path
+
 from .internal import InternalAccess, forbid
 from .log import AccessLog
 from .metrics import DRAINING_ROUTE, RequestMetrics, route_label
@@ -40,7 +42,7 @@ class Gateway:
         *,
         access_log: AccessLog | None,
         frontend: Any = None,
-        api_prefix: str = "",
+        api_prefixes: tuple[str, ...] = (),
         metrics: RequestMetrics | None = None,
         internal: InternalAccess | None = None,
     ) -> None:
@@ -52,7 +54,9 @@ class Gateway:
         self.internal = internal
         """The rule for /_api/metrics and /_api/docs; None when they are open (the default)."""
         # Paths that belong to the handlers and the runtime, never to the frontend.
-        self.api_prefixes = tuple(p for p in ("/_api", api_prefix) if p)
+        self.api_prefixes = ("/_api", *(p for p in api_prefixes if p))
+        # Bound once: the metrics call it for a 405 only, with no allocation per request.
+        self._route_template = self._template_of
         self.active: dict[asyncio.Task[Any], Any] = {}
         """The scopes of requests in flight, by the task serving them."""
         self._request_id_prefix = secrets.token_hex(4) + "-"
@@ -129,10 +133,25 @@ class Gateway:
             self._cut.discard(task)
             seconds = time.perf_counter() - started if timed else 0.0
             if metrics is not None:
-                route = route_label(scope, target is not self.app, status)
+                route = route_label(scope, target is not self.app, status, self._route_template)
                 metrics.finished(scope["method"], route, status, seconds)
             if self.access_log is not None:
                 self.access_log.write(scope["method"], scope["path"], status, seconds, request_id)
+
+    def _template_of(self, scope: Any) -> str | None:
+        """The route template of a path the app routes for other methods (its 405s).
+
+        Litestar sets ``path_template`` only once a handler matched the method
+        too; every HTTP route has an automatic OPTIONS handler, so routing the
+        path for OPTIONS finds its template.
+        """
+        router = getattr(self.app, "asgi_router", None)
+        if router is None:
+            return None
+        try:
+            return router.handle_routing(normalize_path(scope["path"]), "OPTIONS")[4]
+        except Exception:  # no such route, or none for OPTIONS: counted as unmatched
+            return None
 
     def _new_request_id(self) -> str:
         # A random prefix per worker and a counter: unique across the cluster

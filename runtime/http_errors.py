@@ -29,7 +29,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions import ClientException, HTTPException, SerializationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from msgspec import Struct
 
@@ -129,24 +129,38 @@ def exception_handlers() -> ExceptionHandlersMap:
 
 
 class ForgeRequest(Request[Any, Any, Any]):
-    """Litestar's request, with a body that is not UTF-8 a client error.
+    """Litestar's request, with a body that does not decode a client error in our words.
 
-    msgspec raises `UnicodeDecodeError` for invalid UTF-8 inside a JSON or
-    MessagePack string, which Litestar does not catch (it catches
-    `msgspec.DecodeError`): without this, such a body is a 500.
+    Which decoding errors msgspec reports, and how, changes between releases
+    (invalid UTF-8 was a `UnicodeDecodeError`, a 500 in Litestar, before
+    msgspec 0.23; since then it is a `DecodeError` of its own wording). The
+    product's message is ours either way: "JSON is malformed: " and the reason,
+    with a body that is not UTF-8 said so, naming the byte.
     """
 
     async def json(self) -> Any:
         try:
             return await super().json()
-        except UnicodeDecodeError as exc:
-            raise ClientException(f"JSON is malformed: {exc.reason} (not UTF-8)") from exc
+        except (SerializationException, UnicodeDecodeError) as exc:
+            raise ClientException(_malformed("JSON", await self.body(), exc)) from exc
 
     async def msgpack(self) -> Any:
         try:
             return await super().msgpack()
-        except UnicodeDecodeError as exc:
-            raise ClientException(f"MessagePack is malformed: {exc.reason} (not UTF-8)") from exc
+        except (SerializationException, UnicodeDecodeError) as exc:
+            raise ClientException(_malformed("MessagePack", await self.body(), exc)) from exc
+
+
+def _malformed(kind: str, body: bytes, exc: Exception) -> str:
+    """The detail of a 400 for a body that does not decode as `kind`."""
+    if kind == "JSON":  # JSON is text; MessagePack is binary with UTF-8 strings inside
+        try:
+            body.decode()
+        except UnicodeDecodeError as not_utf8:
+            return f"JSON is malformed: not UTF-8 ({not_utf8.reason} at byte {not_utf8.start})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{kind} is malformed: a string is not UTF-8 ({exc.reason})"
+    return f"{kind} is malformed: {str(exc).removeprefix(f'{kind} is malformed: ')}"
 
 
 def _field_errors(exc: HTTPException) -> Any:

@@ -28,7 +28,7 @@ from .config.sources import read_toml
 from .errors import ConfigError, ForgeError, HandlerError
 from .jobs import JobTask
 from .probes import HEALTH_PATH, METRICS_PATH, READY_PATH
-from .redact import REDACTED, env_keys_set_outside, is_secret_name, redact_url, redact_value
+from .redact import REDACTED, is_secret_name, redact_url, redact_value
 from .scheduler import CronTask
 
 DB_TIMEOUT = 5.0
@@ -50,10 +50,13 @@ class ConfigValue:
 
 
 def effective_config(settings: Settings) -> list[ConfigValue]:
-    """Every key of the effective configuration, secrets redacted, with its source."""
+    """Every key of the effective configuration, secrets redacted, with its source.
+
+    Secrets are told by name (`redact.is_secret_name`) and passwords in URLs;
+    an unset value is None, not hidden, since there is nothing to hide.
+    """
     raw = _raw_toml(settings)
     toml_name = settings.source_file.name if settings.source_file else None
-    env_outside = env_keys_set_outside(settings)
     values: list[ConfigValue] = []
     for section in type(settings).model_fields:
         current = getattr(settings, section)
@@ -66,11 +69,8 @@ def effective_config(settings: Settings) -> list[ConfigValue]:
             origin = settings.sources.get(dotted)
             variables = _interpolated(raw, section, key) if origin == toml_name else []
             shown = _plain(value)
-            # A value read from a secret-looking variable is a secret, whatever its key;
-            # so is any [env] value forge.toml does not spell out (API_KEY = "${API_KEY}").
-            if any(is_secret_name(variable) for variable in variables) or (
-                section == "env" and key in env_outside
-            ):
+            # A value read from a secret-looking variable is a secret, whatever its key.
+            if shown is not None and any(is_secret_name(variable) for variable in variables):
                 shown = REDACTED
             else:
                 shown = redact_value(dotted, shown)
@@ -213,12 +213,15 @@ def inventory(settings: Settings, found: discovery.Discovery) -> Inventory:
 
 
 def handler_routes(mounts: list[discovery.Mount], prefix: str, root: Path) -> list[RouteRow]:
-    """One row per method and path of the handlers, under `prefix`, sorted by path."""
+    """One row per method and path of the handlers, sorted by path.
+
+    Each under `prefix` (``[handlers].prefix``), or its module's own ``PREFIX``.
+    """
     from litestar import Router
 
     rows = []
     for mount in mounts:
-        router = Router(path=prefix or "/", route_handlers=[mount.target])
+        router = Router(path=mount.path_prefix(prefix) or "/", route_handlers=[mount.target])
         for path, handlers in router.route_handler_method_map.items():
             for method, handler in handlers.items():
                 if discovery.is_automatic_handler(handler):
@@ -375,8 +378,9 @@ def _check_routes(settings: Settings, found: discovery.Discovery) -> Iterator[Ch
     except Exception as exc:  # a report, not a traceback, whatever Litestar refuses
         yield Check("FAIL", "routes", f"cannot assemble the app: {type(exc).__name__}: {exc}")
         return
-    prefix = settings.handlers.prefix or "/"
-    yield Check("ok", "routes", f"{len(routes)} route(s) under {prefix}, no conflicts")
+    prefixes = sorted({m.path_prefix(settings.handlers.prefix) or "/" for m in found.mounts})
+    under = ", ".join(prefixes or [settings.handlers.prefix or "/"])
+    yield Check("ok", "routes", f"{len(routes)} route(s) under {under}, no conflicts")
     if not api_docs_enabled(settings):
         why = (
             "[server].api_docs = false"
@@ -524,7 +528,7 @@ def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
         )
     started = time.monotonic()
     try:
-        rows, unknown = asyncio.run(_status(settings, url))
+        status = asyncio.run(_status(settings, url))
     except TimeoutError:
         return Check(
             "FAIL",
@@ -535,14 +539,19 @@ def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
     except ForgeError as exc:
         return Check("FAIL", "database", exc.message, (f"hint: {exc.hint}",) if exc.hint else ())
     millis = (time.monotonic() - started) * 1000
+    rows = status.rows
     problems: list[str] = []
     tolerated: list[str] = []
-    for chain, heads in unknown.items():
+    for chain, heads in status.unknown.items():
         for head in heads:
             line = f"the database is at {chain} revision {head}, which this code does not know"
             allowed = chain == "app" and settings.migrations.allow_newer_schema
             (tolerated if allowed else problems).append(line)
-    pending = [f"{row.chain} {row.revision}" for row in rows if not row.applied]
+    pending = [
+        f"{row.chain} {row.revision}" + (f" (refused: {row.empty})" if row.empty else "")
+        for row in rows
+        if not row.applied
+    ]
     reachable = f"{shown} answered in {millis:.0f} ms"
     if problems:
         return Check(
@@ -555,6 +564,18 @@ def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
                 "[migrations].allow_newer_schema = true for expand/contract rolling deploys",
             ),
         )
+    if status.changed:
+        from .db.migrate import Migrator
+
+        # Production boot refuses these; elsewhere they are a warning.
+        migrator = Migrator(settings)
+        return Check(
+            "FAIL" if settings.is_production else "warn",
+            "database",
+            f"{reachable}; {len(status.changed)} applied revision(s) changed since applied",
+            tuple(migrator.changed_warning(changed) for changed in status.changed)
+            + tuple(f"pending: {name}" for name in pending),
+        )
     if pending or tolerated:
         more = tuple(f"pending: {name}" for name in pending) + tuple(
             f"{line} (allowed: [migrations].allow_newer_schema)" for line in tolerated
@@ -564,14 +585,15 @@ def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
     return Check("ok", "database", f"{reachable}; schema up to date ({len(rows)} revision(s))")
 
 
-async def _status(settings: Settings, url: Any) -> tuple[list[Any], dict[str, list[str]]]:
+async def _status(settings: Settings, url: Any) -> Any:
     """Migrator's status, on a connection of our own: no lock, a short timeout."""
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
     from .db import is_sqlite
-    from .db.migrate import MigrationError, Migrator, _reason
+    from .db.faults import unreachable
+    from .db.migrate import Migrator
 
     if is_sqlite(url):
         connect_args: dict[str, Any] = {"timeout": DB_TIMEOUT}
@@ -585,18 +607,11 @@ async def _status(settings: Settings, url: Any) -> tuple[list[Any], dict[str, li
         async with asyncio.timeout(DB_TIMEOUT * 2):
             try:
                 async with engine.connect() as connection:
-                    return await connection.run_sync(Migrator(settings)._status)
+                    return await connection.run_sync(Migrator(settings).read_status)
             except (OSError, SQLAlchemyError) as exc:
-                # The driver's own connect timeout says nothing when it fires.
-                reason = (
-                    f"no answer within {DB_TIMEOUT:g}s"
-                    if isinstance(exc, TimeoutError)
-                    else _reason(exc)
-                )
-                raise MigrationError(
-                    f"cannot connect to the database {redact_url(settings.database.url)}: {reason}",
-                    hint="check [database].url (or DATABASE_URL), and that the database is up",
-                ) from None
+                if isinstance(exc, TimeoutError):  # the driver's own timeout says nothing
+                    exc = TimeoutError(f"no answer within {DB_TIMEOUT:g}s")
+                raise unreachable(settings.database.url, exc) from None
     finally:
         await engine.dispose()
 

@@ -39,6 +39,16 @@ log = logging.getLogger("forge.node")
 DRAIN_SIGNAL = signal.SIGUSR1
 """Sent by the main process to its workers: refuse new requests, finish the rest."""
 
+WAKE_SIGNAL = signal.SIGWINCH
+"""Sent by the main process to a worker that has not stopped yet: handle what is pending.
+
+uvloop records a signal that arrives while its loop is between two runs (as a
+Granian worker's is between the app's start-up and serving) and handles it
+only when the next signal wakes the loop: without one, such a SIGTERM is never
+acted upon. A worker's loop handles this one by doing nothing, and its default
+action is to be ignored, so it is harmless at any point of the worker's life.
+"""
+
 
 class NodeStatus(enum.IntEnum):
     STARTING = 0

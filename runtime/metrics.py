@@ -233,12 +233,25 @@ def content_type() -> str:
 # --- requests -----------------------------------------------------------------------
 
 
-def route_label(scope: Any, frontend: bool, status: int) -> str:
+def route_label(
+    scope: Any,
+    frontend: bool,
+    status: int,
+    template_of: Callable[[Any], str | None] | None = None,
+) -> str:
     """The route a request is counted under: Litestar's matched route template,
-    never the raw path, so that the number of series stays bounded."""
+    never the raw path, so that the number of series stays bounded.
+
+    A 405 (the path is routed, not for this method) has no matched template
+    in the scope: `template_of` finds the path's.
+    """
     template = scope.get("path_template")
     if template is not None:
         return template
+    if status == 405 and template_of is not None:
+        template = template_of(scope)
+        if template is not None:
+            return template
     if frontend and status != 404:
         return FRONTEND_ROUTE
     return UNMATCHED_ROUTE

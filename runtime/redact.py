@@ -82,7 +82,12 @@ def url_password(url: str) -> str | None:
 
 
 def redact_value(name: str, value: object) -> object:
-    """`value` as it may be shown, given the dotted or plain `name` it is stored under."""
+    """`value` as it may be shown, given the dotted or plain `name` it is stored under.
+
+    None (unset) stays None: there is no secret to hide, and ``***`` would say there is.
+    """
+    if value is None:
+        return None
     if is_secret_name(name):
         return REDACTED
     if isinstance(value, str) and "://" in value:
@@ -105,7 +110,9 @@ def env_keys_set_outside(settings: Settings) -> set[str]:
     """The ``[env]`` keys whose values forge.toml does not spell out.
 
     They come from the environment, a ``.env`` file or a ``${VAR}``: where an
-    app's secrets live, so they are treated as secrets whatever their names.
+    app's secrets live, so logs are scrubbed of them whatever their names
+    (``forge config``, read by the app's own operator, shows them unless
+    their names look secret).
     """
     from .config.sources import read_toml
     from .errors import ConfigError

@@ -34,7 +34,7 @@ from granian.server import MPServer
 
 from . import metrics
 from .config import Settings
-from .lifecycle import DRAIN_SIGNAL, Node, SharedStatus, cut_reports
+from .lifecycle import DRAIN_SIGNAL, WAKE_SIGNAL, Node, SharedStatus, cut_reports
 from .log import announce, granian_log_config
 
 log = logging.getLogger("forge.server")
@@ -42,6 +42,8 @@ log = logging.getLogger("forge.server")
 # Past the drain bound, workers cancel what still runs; this is the margin for
 # them to do that and exit before Granian kills them.
 KILL_MARGIN = 2
+# How often a worker that has not stopped yet is woken (see _stop_workers).
+WAKE_INTERVAL = 0.2
 
 
 class NodeServer(MPServer):
@@ -61,6 +63,19 @@ class NodeServer(MPServer):
         log.error("boot failed: %s", error)
         self.interrupt_signal = True
         self.main_loop_interrupt.set()
+
+    def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+        if os.getpid() != self.pid:
+            # A forked worker that has not installed its own handlers yet (it is
+            # still building the app) inherits this one, which would swallow the
+            # signal: the worker would then serve on until killed at the bound,
+            # holding up a failed boot or a stop. Nothing is in flight yet: leave.
+            os._exit(0)
+        super().signal_handler_interrupt(*args, **kwargs)
+
+    def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+        if os.getpid() == self.pid:  # a starting worker has nothing to reload
+            super().signal_handler_reload(*args, **kwargs)
 
     def _serve(self, spawn_target: Any, target_loader: Any) -> None:
         # Workers inherit "ignore" until their event loop takes the signal over,
@@ -96,6 +111,30 @@ class NodeServer(MPServer):
         if cut:
             log.error("%d request(s) were cut at the drain bound", cut)
         return 1 if (self.boot_error or cut or crashed or self.node.cut) else 0
+
+    def _stop_workers(self) -> None:
+        # Granian signals each worker once and waits. A SIGTERM that reaches a
+        # worker between its app's start-up and its serving is only recorded by
+        # uvloop (see WAKE_SIGNAL): the worker would serve on until killed at the
+        # bound. So a worker still alive is woken now and then, which makes it
+        # handle the SIGTERM it holds; a worker already stopping ignores it.
+        deadline = time.monotonic() + self.workers_kill_timeout
+        for worker in self.wrks:
+            worker.terminate()
+        while time.monotonic() < deadline:
+            alive = [worker for worker in self.wrks if worker.is_alive()]
+            if not alive:
+                break
+            for worker in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.inner.pid, WAKE_SIGNAL)
+            alive[0].join(min(WAKE_INTERVAL, max(0.0, deadline - time.monotonic())))
+        for worker in self.wrks:
+            if worker.is_alive():
+                log.warning("killing worker-%d: still running at the drain bound", worker.idx + 1)
+                worker.kill()
+                worker.join()
+        self.wrks.clear()
 
     def _respawn_workers(self, workers: Any, *args: Any, **kwargs: Any) -> None:
         # Granian replaces workers on SIGHUP (and on crashes, lifetimes, memory

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -13,10 +15,14 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import Project
+from conftest import REPO, Project
 from dockerfile_parse import DockerfileParser
+from test_new import PROBE, assert_runs_this_runtime, package_hashes, uv, uv_environ
 
 from runtime import config
+from runtime.deploy import docker
+from runtime.scaffold import vendor_runtime
+from runtime.scaffold.wheel import wheel_name
 
 # The oldest Kubernetes the manifests are meant for; its schemas ship with
 # kubernetes-validate, so validation needs no network.
@@ -49,7 +55,9 @@ STRIPE_SECRET = "whsec-literal-value-2"
 
 @pytest.fixture
 def app(project: Project) -> Project:
-    """The demo project with secrets in forge.toml and .env, and a frontend to build."""
+    """The demo project with secrets in forge.toml and .env, a frontend to build, and
+    the runtime vendored as `forge new` does (deploy:docker refuses a registry runtime)."""
+    vendor_runtime(project.root)
     project.write("forge.toml", TOML)
     project.write(
         ".env",
@@ -113,7 +121,8 @@ def test_docker_files(app: Project) -> None:
     ]
     build_values = [i["value"] for i in build]
     assert "--from=frontend /src/frontend/build ./frontend/build" in build_values
-    assert "uv run --no-dev forge build --no-build" in build_values
+    assert "uv sync --no-dev" in build_values
+    assert "uv run --no-sync forge build --no-build" in build_values
     assert any("binutils" in value for value in build_values)
 
     # The runtime stage: the executable, as a non-root user, probed and stopped right.
@@ -136,6 +145,8 @@ def test_docker_files(app: Project) -> None:
     ignored = (app.root / ".dockerignore").read_text().splitlines()
     for entry in (".venv", "**/node_modules", "dist", ".git", "**/*.db", ".env*"):
         assert entry in ignored
+    # The vendored runtime is part of the build context.
+    assert context_files(app.root) >= {f"vendor/{wheel_name()}", "pyproject.toml"}
 
     compose = yaml.safe_load(compose_file.read_text())
     assert "version" not in compose
@@ -157,6 +168,7 @@ def test_docker_files(app: Project) -> None:
 
 
 def test_dockerfile_without_frontend(project: Project) -> None:
+    vendor_runtime(project.root)
     deploy(project, "deploy:docker")
     parser = DockerfileParser(path=str(project.root / "Dockerfile"))
     assert instructions(parser, "FROM") == [
@@ -164,7 +176,7 @@ def test_dockerfile_without_frontend(project: Project) -> None:
         "debian:bookworm-slim",
     ]
     assert not any("--from=frontend" in value for value in instructions(parser, "COPY"))
-    assert "uv run --no-dev forge build --no-build" in instructions(parser, "RUN")
+    assert "uv run --no-sync forge build --no-build" in instructions(parser, "RUN")
 
 
 def test_custom_frontend_build_command(app: Project) -> None:
@@ -175,6 +187,135 @@ def test_custom_frontend_build_command(app: Project) -> None:
     assert [i["value"] for i in frontend if i["instruction"] == "RUN"] == [
         "pnpm install && pnpm build"
     ]
+
+
+def _ignore_pattern(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker matches it: ``*`` stays within a folder, ``**`` not."""
+    parts = re.split(r"(\*\*/|\*\*|\*|\?)", pattern.strip("/"))
+    wildcards = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(wildcards.get(part, re.escape(part)) for part in parts))
+
+
+def context_files(root: Path) -> set[str]:
+    """The files of `root` that Docker sends as the build context (.dockerignore applied)."""
+    patterns = [
+        line.strip()
+        for line in (root / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert not [p for p in patterns if p.startswith("!")], "exceptions are not modelled here"
+    ignored = [_ignore_pattern(pattern) for pattern in patterns]
+    files = set()
+    for path in root.rglob("*"):
+        relative = path.relative_to(root).as_posix()
+        parents = ["/".join(relative.split("/")[:n]) for n in range(1, relative.count("/") + 2)]
+        if path.is_file() and not any(p.fullmatch(part) for p in ignored for part in parents):
+            files.add(relative)
+    return files
+
+
+@pytest.mark.slow  # uv installs the app's ~50 packages (from its cache when warm)
+def test_dockerfile_installs_the_vendored_runtime(tmp_path: Path) -> None:
+    """The build stage's install steps, run as Docker would (the build context copied,
+    its ENV set, a fresh environment) but without Docker: the image gets this runtime,
+    from the wheel in the context, and nothing under a look-alike registry name."""
+    expected = package_hashes(REPO / "runtime")
+    made = Project(root=tmp_path).forge("new", "shop")
+    assert made.returncode == 0, made.stdout + made.stderr
+    project = Project(root=tmp_path / "shop")
+    deploy(project, "deploy:docker")
+    parser = DockerfileParser(path=str(project.root / "Dockerfile"))
+    (build,) = [stage for stage in stages(parser) if stage[0]["value"].endswith(" AS build")]
+
+    image = tmp_path / "image"  # the build stage's file system: WORKDIR lands under it
+    env = uv_environ()
+    workdir = image
+    ran = []
+    for item in build[1:]:
+        instruction, value = item["instruction"], item["value"]
+        if instruction == "ENV":
+            env.update(pair.split("=", 1) for pair in shlex.split(value))
+        elif instruction == "WORKDIR":
+            workdir = image / value.lstrip("/")
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif instruction == "COPY":
+            assert value == ". .", value  # the build context, and nothing from elsewhere
+            for relative in context_files(project.root):
+                (workdir / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(project.root / relative, workdir / relative)
+        elif instruction == "RUN" and "forge build" in value:
+            assert value == "uv run --no-sync forge build --no-build"
+            break  # PyInstaller from here on: the environment is what this test is about
+        elif instruction == "RUN" and not value.startswith(("apt-get ", "pip install")):
+            # uv is already here, and binutils is for PyInstaller only.
+            done = subprocess.run(
+                value, shell=True, cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+            )
+            assert done.returncode == 0, f"RUN {value}:\n{done.stdout}\n{done.stderr}"
+            ran.append(value)
+    assert ran == ["uv sync --no-dev"]
+
+    probe = json.loads(uv(workdir, "run", "--no-sync", "python", "-c", PROBE, env=env))
+    python = workdir / ".venv" / "bin" / "python"
+    pip_list = uv(workdir, "pip", "list", "--format", "json", "--python", str(python), env=env)
+    assert_runs_this_runtime(workdir, probe, expected, pip_list)
+
+
+WHEEL = "forge_for_python-0.1.0-py3-none-any.whl"
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "message"),
+    [
+        (None, "no pyproject.toml in"),
+        (
+            '[project]\nname = "a"\ndependencies = ["forge-runtime>=0.1.0"]\n',
+            "depends on 'forge-runtime', an unrelated project on the public registry",
+        ),
+        (
+            '[project]\nname = "a"\ndependencies = ["forge-for-python"]\n',
+            "leaves forge-for-python to the package registry",
+        ),
+        ('[project]\nname = "a"\ndependencies = ["httpx"]\n', "does not depend on"),
+        (
+            '[project]\nname = "a"\ndependencies = ["forge-for-python"]\n[tool.uv.sources]\n'
+            'forge-for-python = { path = "../forge", editable = true }\n',
+            "outside the project directory",
+        ),
+        (
+            '[project]\nname = "a"\ndependencies = ["forge-for-python"]\n[tool.uv.sources]\n'
+            f'forge-for-python = {{ path = "dist/{WHEEL}" }}\n',
+            "which .dockerignore leaves out of the build context",
+        ),
+    ],
+)
+def test_docker_refuses_a_runtime_from_elsewhere(
+    project: Project, pyproject: str | None, message: str
+) -> None:
+    """An image must not install a look-alike from the registry, nor miss the runtime."""
+    if pyproject is not None:
+        project.write("pyproject.toml", pyproject)
+    project.write(f"dist/{WHEEL}", "")
+    result = project.forge("deploy:docker")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "forge new --vendor-runtime ." in result.stderr
+    assert not (project.root / "Dockerfile").exists()
+
+
+def test_dockerfile_of_the_runtime_itself(tmp_path: Path) -> None:
+    """In this repository pyproject.toml is the runtime: the image builds it from source."""
+    settings = config.load(REPO / "forge.toml", environ={})
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(docker.dockerfile(settings))
+    build = [i["value"] for i in stages(DockerfileParser(path=str(dockerfile)))[1]]
+    assert build[build.index(". .") :] == [
+        ". .",
+        "uv sync --no-dev",
+        "--from=frontend /src/frontend/build ./frontend/build",
+        "uv run --no-sync forge build --no-build",
+    ]
+    assert "the runtime itself" in dockerfile.read_text()
 
 
 def k8s_documents(project: Project) -> list[dict[str, Any]]:
@@ -226,12 +367,18 @@ def test_k8s_manifests(app: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     # Liveness must not restart a pod that is draining (refusing probes) before
     # the grace period is over.
     assert liveness["periodSeconds"] * liveness["failureThreshold"] > 35
-    assert container["readinessProbe"]["failureThreshold"] == 1
+    readiness = container["readinessProbe"]
+    assert readiness["failureThreshold"] == 1
+    # Kubernetes rejects a probe whose timeout exceeds its period (the schema does not).
+    assert readiness["timeoutSeconds"] <= readiness["periodSeconds"]
+    assert readiness["timeoutSeconds"] > 2  # /_api/ready waits up to [database].ready_timeout
 
     env = {item["name"]: item for item in container["env"]}
     assert env["APP_ENV"]["value"] == "production"
     assert env["PORT"]["value"] == "8123"
-    assert env["FORGE_ENV__GREETING"]["value"] == "Howdy"
+    # A plain [env] value stays in forge.toml; forge.toml's delay (5s) is enough.
+    assert "FORGE_ENV__GREETING" not in env
+    assert "FORGE_SHUTDOWN__DELAY" not in env
     secret_ref = {"name": "test-app-secrets"}
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {**secret_ref, "key": "DATABASE_URL"}
     # API_KEY = "${API_KEY}": the pod sets API_KEY, which the interpolation reads.
@@ -246,23 +393,29 @@ def test_k8s_manifests(app: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
-def test_k8s_environment_reaches_the_app(app: Project, tmp_path: Path) -> None:
-    """The pod's variables set the [env] keys, over the forge.toml the executable carries."""
-    deploy(app, "deploy:k8s")
-    container = k8s_documents(app)[0]["spec"]["template"]["spec"]["containers"][0]
-    # What the pod's environment holds once someone edited a value in the
-    # manifest and the Secret was created; no .env goes into an image.
-    environ = {
+def pod_environ(container: dict[str, Any]) -> dict[str, str]:
+    """What the pod's environment holds once the Secret exists; no .env goes into an image."""
+    return {
         item["name"]: item.get("value", f"from-secret-{item['name']}") for item in container["env"]
     }
-    environ["FORGE_ENV__GREETING"] = "Edited in the manifest"
+
+
+def test_k8s_environment_reaches_the_app(app: Project, tmp_path: Path) -> None:
+    """The pod's variables set secrets and what differs per cluster; plain [env] values
+    come from the forge.toml the executable carries, edits included."""
+    deploy(app, "deploy:k8s")
+    container = k8s_documents(app)[0]["spec"]["template"]["spec"]["containers"][0]
+    environ = pod_environ(container)
+    # forge.toml edited after the manifest was written, then built into the image.
     image = tmp_path / "image"
     image.mkdir()
     shutil.copy(app.root / "forge.toml", image / "forge.toml")
+    edited = TOML.replace('GREETING = "Howdy"', 'GREETING = "Edited in forge.toml"')
+    (image / "forge.toml").write_text(edited)
 
     settings = config.load(image / "forge.toml", environ=environ)
     assert settings.env == {
-        "GREETING": "Edited in the manifest",
+        "GREETING": "Edited in forge.toml",
         "API_KEY": "from-secret-API_KEY",
         "STRIPE_SECRET": "from-secret-FORGE_ENV__STRIPE_SECRET",
     }
@@ -270,6 +423,57 @@ def test_k8s_environment_reaches_the_app(app: Project, tmp_path: Path) -> None:
     assert settings.server.port == 8123
     assert settings.server.host == "0.0.0.0"
     assert settings.is_production
+    assert settings.shutdown.delay == 5.0
+
+
+def test_k8s_raises_a_short_shutdown_delay(
+    app: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delay shorter than endpoints take to notice a pod left would refuse the first
+    requests after SIGTERM: the pods get enough, and the grace period covers it."""
+    short = TOML.replace('delay = "5s"', 'delay = "0s"')
+    app.write("forge.toml", short)
+    deploy(app, "deploy:k8s")
+    documents = k8s_documents(app)
+    validate_offline(documents, monkeypatch)
+    pod = documents[0]["spec"]["template"]["spec"]
+    environ = pod_environ(pod["containers"][0])
+    assert environ["FORGE_SHUTDOWN__DELAY"] == "5s"
+    text = (app.root / "k8s" / "test-app.yaml").read_text()
+    assert "[shutdown].delay (0s) is shorter" in text
+
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "forge.toml").write_text(short)
+    settings = config.load(image / "forge.toml", environ=environ)
+    assert settings.shutdown.delay == 5.0
+    # delay + drain_timeout + the margin for deregistering and closing, before SIGKILL.
+    assert pod["terminationGracePeriodSeconds"] == 35  # ceil(5s + 20s) + 10
+    assert pod["terminationGracePeriodSeconds"] >= (
+        settings.shutdown.delay + settings.shutdown.drain_timeout + 10
+    )
+
+
+def test_k8s_manifest_of_a_new_project(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `forge new` writes is safe behind Kubernetes as it is: a delay that covers
+    the endpoints' reaction, with no override needed, and a grace period past it."""
+    from runtime.deploy.k8s import MIN_DELAY
+    from runtime.scaffold import forge_toml
+
+    project.write("forge.toml", forge_toml("test-app", frontend=False))
+    settings = config.load(project.root / "forge.toml", environ={})
+    assert settings.shutdown.delay >= MIN_DELAY
+    deploy(project, "deploy:k8s")
+    documents = k8s_documents(project)
+    validate_offline(documents, monkeypatch)
+    pod = documents[0]["spec"]["template"]["spec"]
+    env = pod_environ(pod["containers"][0])
+    assert "FORGE_SHUTDOWN__DELAY" not in env
+    assert not [name for name in env if name.startswith("FORGE_ENV__")]  # GREETING is plain
+    shutdown = settings.shutdown
+    assert pod["terminationGracePeriodSeconds"] >= shutdown.delay + shutdown.drain_timeout + 10
+    readiness = pod["containers"][0]["readinessProbe"]
+    assert readiness["timeoutSeconds"] <= readiness["periodSeconds"]
 
 
 def test_validation_is_strict(app: Project, monkeypatch: pytest.MonkeyPatch) -> None:

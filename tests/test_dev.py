@@ -54,30 +54,39 @@ def app(tmp_path: Path) -> Project:
     return Project(root=tmp_path / "devapp")
 
 
-@pytest.fixture
-def dev(app: Project) -> Iterator[Node]:
-    """`forge dev` running in `app`, its output in a log file beside the project."""
+def start_dev(app: Project, env: dict[str, str] | None = None) -> Node:
+    """Start `forge dev` in `app`, its output in a log file beside the project."""
     port = free_port()
     log_file = app.root.parent / "dev.log"
-    env = app.environ({"FORGE_FRONTEND__DEV_URL": "http://127.0.0.1:5173"})
     with log_file.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "runtime", "dev", "--port", str(port)],
             cwd=app.root,
-            env=env,
+            env=app.environ(env),
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
         )
-    node = Node(process=process, port=port, log_file=log_file)
-    yield node
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    return Node(process=process, port=port, log_file=log_file)
+
+
+def kill_dev(node: Node) -> None:
+    """Kill `forge dev` and, should it have outlived it, its child."""
+    if node.process.poll() is None:
+        os.killpg(node.process.pid, signal.SIGKILL)
+        node.process.wait()
     # The child dies with the supervisor (PR_SET_PDEATHSIG); this is in case it did not.
-    for pid in _processes_with(f"--port {port}"):
+    for pid in _processes_with(f"--port {node.port}"):
         os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def dev(app: Project) -> Iterator[Node]:
+    """`forge dev` running in `app`."""
+    node = start_dev(app, {"FORGE_FRONTEND__DEV_URL": "http://127.0.0.1:5173"})
+    yield node
+    kill_dev(node)
 
 
 def write_handler(app: Project, body: str) -> None:
@@ -173,6 +182,41 @@ def test_dev_restarts_on_changes_and_survives_a_broken_handler(app: Project, dev
     assert "forge dev: stopped" in dev.output()
     assert _processes_with(f"--port {dev.port}") == []
     assert _port_free(dev.port)
+
+
+@pytest.mark.slow
+def test_dev_checks_the_keys_it_overrides(app: Project) -> None:
+    """Dev runs one worker and short drains; forge.toml must still be valid as written."""
+    config = app.root / "forge.toml"
+    valid = config.read_text()
+    config.write_text(
+        valid.replace("workers = 1", 'workers = "two"').replace(
+            'drain_timeout = "30s"', 'drain_timeout = "30 seconds"'
+        )
+    )
+    node = start_dev(app)
+    try:
+        node.wait_until(
+            lambda: "waiting for changes" in node.output(), CHANGE_TIMEOUT, "the refused start"
+        )
+        output = node.output()
+        assert "forge.toml: server.workers: expected an integer, got 'two'" in output
+        assert "forge.toml: shutdown.drain_timeout: expected a duration" in output
+        assert "'30 seconds'" in output
+        assert "Traceback" not in output
+        assert node.process.poll() is None  # still watching
+        with pytest.raises(httpx.ConnectError):
+            node.get("/api/hello")
+
+        # Fixed: the next change starts the app.
+        config.write_text(valid)
+        node.wait_until(
+            lambda: served(node, {"message": "Hello from devapp, world!"}), 60, "the fixed start"
+        )
+        node.process.send_signal(signal.SIGTERM)
+        assert node.process.wait(20) == 0
+    finally:
+        kill_dev(node)
 
 
 def test_dev_without_a_project(tmp_path: Path) -> None:

@@ -6,10 +6,12 @@ Each test writes handler modules into a throwaway copy of the demo app and runs
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import Project, free_port
 
@@ -87,6 +89,27 @@ def test_missing_import_in_a_nested_module_names_that_module(project: Project) -
     stderr = refuse(project)
     assert "handlers/admin/reports.py:1" in stderr
     assert "no_such_module_for_forge" in stderr
+
+
+def test_a_handler_without_a_return_annotation_stops_boot_naming_file_and_line(
+    project: Project,
+) -> None:
+    project.write(
+        "handlers/unannotated.py",
+        """
+        from litestar import get
+
+
+        @get("/unannotated")
+        async def unannotated():
+            return "what type?"
+        """,
+    )
+    stderr = refuse(project)
+    first = stderr.splitlines()[0]
+    assert first.startswith("error: handlers/unannotated.py:4: "), stderr
+    assert "should be type annotated" in first
+    assert "500" not in stderr
 
 
 def test_same_method_and_path_in_two_files_names_both(project: Project) -> None:
@@ -316,3 +339,104 @@ def test_each_app_discovered_in_one_process_gets_its_own_handlers(tmp_path: Path
         found = discover(root / "handlers", "/api", root)
         assert [m.__file__ for m in found.modules] == [str(module)]
         assert [sorted(mount.target.paths) for mount in found.mounts] == [[f"/{name}"]]
+
+
+# --- a module's own prefix ----------------------------------------------------------
+
+SHORTENER = """
+    from litestar import get
+    from litestar.response import Redirect
+
+    # Short links live at the root: /abc123.
+    PREFIX = ""
+
+
+    @get("/{code:str}")
+    async def expand(code: str) -> Redirect:
+        return Redirect(f"https://example.com/long/{code}")
+"""
+
+REDIRECTS = """
+    from litestar import get
+
+    PREFIX = "/r/"
+
+
+    @get("/{code:str}")
+    async def resolve(code: str) -> dict[str, str]:
+        return {"code": code}
+"""
+
+SPA_INDEX = "<!doctype html><title>spa</title>SPA-INDEX-MARKER"
+
+
+def test_a_module_chooses_its_own_prefix(project: Project) -> None:
+    project.write("handlers/shortener.py", SHORTENER)
+    project.write("handlers/redirects.py", REDIRECTS)
+    project.write("frontend/build/index.html", SPA_INDEX)
+    project.write("frontend/build/favicon.svg", "<svg/>")
+    node = project.start("--no-build")
+    node.wait_ready()
+
+    short = node.get("/abc123")
+    assert short.status_code == 302, short.text
+    assert short.headers["location"] == "https://example.com/long/abc123"
+    assert node.get("/r/xyz").json() == {"code": "xyz"}
+    assert node.get("/api/r/xyz").status_code == 404
+    # The other modules keep [handlers].prefix, and the runtime its /_api.
+    assert node.get("/api/hello").json() == {"message": "Howdy, world!"}
+    assert node.get("/_api/health").status_code == 200
+    # The root-level route wins over the SPA fallback; the frontend keeps its
+    # files, its index and the client routes no handler claims.
+    assert node.get("/").text == SPA_INDEX
+    assert node.get("/favicon.svg").text == "<svg/>"
+    assert node.get("/some/client/route").text == SPA_INDEX
+    assert node.get("/r/xyz/more").status_code == 404  # under a handler prefix: never the SPA's
+    assert node.stop() == 0
+
+    listed = project.forge("routes", "--json")
+    assert listed.returncode == 0, listed.stderr
+    paths = {(route["method"], route["path"]) for route in json.loads(listed.stdout)["routes"]}
+    assert {("GET", "/{code:str}"), ("GET", "/r/{code:str}"), ("GET", "/api/hello")} <= paths
+
+
+def test_root_level_routes_without_a_frontend(project: Project) -> None:
+    project.write("handlers/shortener.py", SHORTENER)
+    node = project.start()
+    node.wait_ready()
+    assert node.get("/abc123").headers["location"] == "https://example.com/long/abc123"
+    missing = node.get("/no/such/page")
+    assert missing.status_code == 404
+    assert missing.json()["status_code"] == 404
+    assert httpx.post(node.url + "/abc123", timeout=10).status_code == 405
+    assert node.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("prefix", "path", "message"),
+    [
+        ('"/_api"', "/links", "PREFIX = '/_api' is under /_api/"),
+        ('"_api/v2/"', "/links", "PREFIX = '_api/v2/' is under /_api/"),
+        ('""', "/_api/links", "GET /_api/links is under /_api/"),
+        ("5", "/links", "PREFIX must be a string, not int"),
+    ],
+)
+def test_a_prefix_or_route_under_the_reserved_api_path_is_refused(
+    project: Project, prefix: str, path: str, message: str
+) -> None:
+    project.write(
+        "handlers/links.py",
+        f"""
+        from litestar import get
+
+        PREFIX = {prefix}
+
+
+        @get("{path}")
+        async def links() -> str:
+            return "mine"
+        """,
+    )
+    stderr = refuse(project)
+    assert "handlers/links.py" in stderr
+    assert message in stderr, stderr

@@ -519,6 +519,30 @@ def test_missing_build_directory_serves_the_api_and_explains(project: Project) -
     assert "not been built" not in asset.text
 
 
+def test_an_api_only_app_answers_json_404s_and_says_nothing_of_a_frontend(
+    project: Project,
+) -> None:
+    # The demo's handlers, no frontend/ folder, no [frontend] key: an API.
+    assert not (project.root / "frontend").exists()
+    node = started(project)
+    output = node.output()
+    assert "no frontend build" not in output
+    assert "frontend" not in output.lower()
+    assert node.get("/api/hello").json() == {"message": "Howdy, world!"}
+
+    for path in ("/", "/anything", "/notes/3", "/app.js"):
+        page = node.get(path)
+        assert page.status_code == 404, path
+        assert page.headers["content-type"].startswith("application/json"), path
+        body = page.json()
+        assert body["status_code"] == 404 and body["error"] == "not found", body
+        assert body["request_id"] == page.headers["x-request-id"]
+        assert "not been built" not in page.text
+    head = raw_request(node.port, "/anything", "HEAD")
+    assert head.status == 404
+    assert head.body == b""
+
+
 def test_handlers_mounted_at_root(project: Project) -> None:
     fake_build(project.root / "site")
     configure(project, '\n[handlers]\nprefix = ""\n\n[frontend]\npath = "site"\n')

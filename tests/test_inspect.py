@@ -362,9 +362,17 @@ def test_routes_stops_on_a_broken_handler(project: Project) -> None:
 # --- forge config -----------------------------------------------------------------------------
 
 
+HOOK_PASSWORD = "s3cr3t-hook"
+"""Inside a URL under a plain name: the password is hidden, the rest shown."""
+
+
 @pytest.fixture
 def configured(project: Project) -> Project:
-    """A project whose configuration comes from every layer, with secrets in several."""
+    """A project whose configuration comes from every layer, with secrets in several.
+
+    And plain values from the same places, which are shown: only names that look
+    secret, and passwords in URLs, are hidden.
+    """
     db, api_key, stripe, session = SECRETS
     project.write(
         "forge.toml",
@@ -383,15 +391,21 @@ def configured(project: Project) -> Project:
         GREETING = "Howdy"
         API_KEY = "{api_key}"
         PAYMENT = "${{STRIPE_SECRET}}"
+        REGION = "${{REGION}}"
+        WEBHOOK = "${{UPSTREAM_HOOK}}"
         """,
     )
-    project.write(".env", f"PORT=1002\nSTRIPE_SECRET={stripe}\n")
+    project.write(
+        ".env", f"PORT=1002\nSTRIPE_SECRET={stripe}\nFORGE_ENV__LOCALE=de-CH\nREGION=eu-west-1\n"
+    )
     project.write(".env.production", "FORGE_SHUTDOWN__DELAY=3s\n")
     project.env.update(
         {
             "APP_ENV": "production",
             "DATABASE_URL": f"postgresql://app:{db}@db.internal:5432/app",
             "FORGE_ENV__SESSION_TOKEN": session,
+            "FORGE_ENV__CODE_LENGTH": "6",
+            "UPSTREAM_HOOK": f"https://bot:{HOOK_PASSWORD}@hooks.example/T0/B1",
         }
     )
     return project
@@ -408,7 +422,19 @@ EXPECTED = {
     "env.API_KEY": ("***", "forge.toml"),
     "env.PAYMENT": ("***", "forge.toml (${STRIPE_SECRET})"),
     "env.SESSION_TOKEN": ("***", "environment (FORGE_ENV__SESSION_TOKEN)"),
+    # Not secrets, wherever they come from: shown.
+    "env.CODE_LENGTH": ("6", "environment (FORGE_ENV__CODE_LENGTH)"),
+    "env.LOCALE": ("de-CH", ".env (FORGE_ENV__LOCALE)"),
+    "env.REGION": ("eu-west-1", "forge.toml (${REGION})"),
+    "env.WEBHOOK": ("https://bot:***@hooks.example/T0/B1", "forge.toml (${UPSTREAM_HOOK})"),
+    # Unset is unset, not a hidden secret.
+    "server.internal_token": (None, "default"),
+    "database.migration_url": (None, "default"),
 }
+
+
+def _displayed(value: object) -> str:
+    return "(unset)" if value is None else json.dumps(value)
 
 
 def test_config_shows_values_and_sources_with_secrets_redacted(configured: Project) -> None:
@@ -421,9 +447,9 @@ def test_config_shows_values_and_sources_with_secrets_redacted(configured: Proje
         if len(row) == 3
     }
     for key, (value, source) in EXPECTED.items():
-        assert table[key] == [json.dumps(value), source], (key, table.get(key))
+        assert table[key] == [_displayed(value), source], (key, table.get(key))
     assert table["server.api_docs"] == ["(unset)", "default"]
-    for secret in SECRETS:
+    for secret in [*SECRETS, HOOK_PASSWORD]:
         assert secret not in result.stdout + result.stderr
 
 
@@ -436,7 +462,8 @@ def test_config_json(configured: Project) -> None:
     for key, (value, source) in EXPECTED.items():
         assert values[key] == {"value": value, "source": source}, key
     assert values["jobs.queues"] == {"value": ["default"], "source": "default"}
-    for secret in SECRETS:
+    assert '"server.internal_token": {\n      "value": null' in result.stdout
+    for secret in [*SECRETS, HOOK_PASSWORD]:
         assert secret not in result.stdout + result.stderr
 
 

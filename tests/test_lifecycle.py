@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -307,6 +308,78 @@ def test_idle_node_exits_quickly(project: Project, sig: signal.Signals) -> None:
     assert code == 0, node.output()
     assert seconds < 2, f"an idle node took {seconds * 1000:.0f} ms to exit"
     assert statuses(project, SQLITE_URL) == {}
+
+
+TRIES = 50
+
+
+def _small_app(project: Project, **settings: str) -> None:
+    """One handler and a 30 s drain bound: a stop held to the bound would show."""
+    configure(project, delay="0s", drain_timeout="30s", **settings)
+    for path in (project.root / "handlers").glob("*.py"):
+        if path.name != "slow.py":
+            path.unlink()
+
+
+@pytest.mark.slow
+def test_a_failed_boot_exits_at_once_every_time(project: Project) -> None:
+    """A boot that fails exits within 2 s, over many tries.
+
+    It used to hang until the kill bound once in a few tries: Granian forks its
+    workers with its main-process signal handler, so a worker still building the
+    app swallowed the SIGTERM of the shutdown and then served on.
+    """
+    _small_app(project)
+    project.write("migrations/0009_broken.sql", "-- @up\nCREATE TABLE broken (;\n-- @down\n")
+    for attempt in range(TRIES):
+        node = project.start()
+        wait_for(lambda n=node: "boot failed" in n.output(), 30, "the boot to fail")
+        code, seconds = wait_exit(node, 10)
+        assert code == 1, f"try {attempt + 1}: exit code {code}:\n{node.output()}"
+        assert seconds < 2, f"try {attempt + 1}: exited {seconds:.1f} s after its boot failed"
+        assert "refused to gracefully stop" not in node.output(), node.output()
+        project.nodes.remove(node)
+
+
+@pytest.mark.slow
+def test_an_idle_node_stops_cleanly_every_time(project: Project) -> None:
+    """SIGTERM to an idle node: exit 0 well inside the bound, no worker killed, over many tries."""
+    _small_app(project)
+    for attempt in range(TRIES):
+        node = project.start()
+        node.wait_ready()
+        node.signal(signal.SIGTERM)
+        code, seconds = wait_exit(node, 40)
+        output = node.output()
+        assert code == 0, f"try {attempt + 1}: exit code {code}:\n{output}"
+        assert seconds < 2, f"try {attempt + 1}: took {seconds:.1f} s to stop:\n{output}"
+        assert "refused to gracefully stop" not in output, output
+        project.nodes.remove(node)
+
+
+@pytest.mark.slow
+def test_a_signal_while_workers_start_stops_the_node(project: Project) -> None:
+    """SIGTERM to the process group while the worker is still building the app (as `forge dev`
+    sends on a quick restart): the worker leaves at once instead of swallowing the signal."""
+    _small_app(project)
+    for attempt in range(10):
+        node = project.start()
+        node.wait_until(lambda n=node: _bound(n), 30, "the port")
+        time.sleep(attempt * 0.03)  # at different moments of the worker's start-up
+        os.killpg(node.process.pid, signal.SIGTERM)
+        code, seconds = wait_exit(node, 40)
+        assert code == 0, f"try {attempt + 1}: exit code {code}:\n{node.output()}"
+        assert seconds < 3, f"try {attempt + 1}: took {seconds:.1f} s to stop:\n{node.output()}"
+        assert "refused to gracefully stop" not in node.output(), node.output()
+        project.nodes.remove(node)
+
+
+def _bound(node: Node) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -189,6 +189,34 @@ def test_metrics_add_up_all_processes_and_follow_requests(project: Project) -> N
     assert not leftovers, leftovers
 
 
+def test_a_405_is_counted_under_its_route_template(project: Project) -> None:
+    """PATCH on a path served for GET and POST only: the route is known, its template
+    is the label, while a path nothing serves stays unmatched."""
+    node = project.start()
+    node.wait_ready()
+    for _ in range(2):
+        assert httpx.patch(node.url + "/api/notes", timeout=10).status_code == 405
+    assert httpx.put(node.url + "/api/notes/7", timeout=10).status_code == 405
+    assert httpx.patch(node.url + "/api/no/such/route", timeout=10).status_code == 404
+
+    notes = {"method": "PATCH", "route": "/api/notes", "status": "405"}
+    note = {"method": "PUT", "route": "/api/notes/{note_id}", "status": "405"}
+    counted = wait_for(
+        node,
+        "the 405s counted",
+        lambda s: (
+            value(s, "forge_http_requests_total", **notes) >= 2
+            and value(s, "forge_http_requests_total", **note) >= 1
+        ),
+    )
+    assert value(counted, "forge_http_requests_total", **notes) == 2
+    assert value(counted, "forge_http_requests_total", **note) == 1
+    unmatched = {"method": "PATCH", "route": "<unmatched>"}
+    assert value(counted, "forge_http_requests_total", **unmatched, status="405") == 0
+    assert value(counted, "forge_http_requests_total", **unmatched, status="404") == 1
+    assert node.stop() == 0
+
+
 # --- in-process: an app without a node (no shared directory) ------------------------
 
 
@@ -237,3 +265,12 @@ def test_route_labels_never_use_the_raw_path() -> None:
     assert metrics.route_label({"path": "/api/n/7"}, False, 404) == metrics.UNMATCHED_ROUTE
     assert metrics.route_label({"path": "/about"}, True, 200) == metrics.FRONTEND_ROUTE
     assert metrics.route_label({"path": "/x.js"}, True, 404) == metrics.UNMATCHED_ROUTE
+
+    # A 405 has no matched template in the scope: the path's is looked up.
+    def template_of(scope: dict[str, str]) -> str | None:
+        return {"/api/n": "/api/n"}.get(scope["path"])
+
+    assert metrics.route_label({"path": "/api/n"}, False, 405, template_of) == "/api/n"
+    assert metrics.route_label({"path": "/nope"}, False, 405, template_of) == "<unmatched>"
+    # No handler's path: a dev server's own 405, through the proxy.
+    assert metrics.route_label({"path": "/nope"}, True, 405, template_of) == "<frontend>"

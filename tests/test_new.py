@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pytest
-from conftest import Project, skip_or_fail
+from conftest import REPO, Project, skip_or_fail
 
+import runtime
+from runtime import DISTRIBUTION
 from runtime.scaffold import (
     GENERATORS,
     TEMPLATES,
@@ -25,6 +34,89 @@ from runtime.scaffold import (
     forge_toml,
     identifier,
 )
+from runtime.scaffold.wheel import build_wheel, wheel_name
+
+# Unrelated projects on the public registry: a generated project must never get them.
+IMPOSTORS = {"forge-runtime", "runtime"}
+
+# Run in a project's environment: which runtime it imports, and how it was installed.
+PROBE = """
+import hashlib, importlib.metadata as m, json, pathlib, re, shutil, runtime
+package = pathlib.Path(runtime.__file__).parent
+dist = m.distribution("forge-for-python")
+print(json.dumps({
+    "package": str(package),
+    "files": {
+        p.relative_to(package).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    },
+    "direct_url": json.loads(dist.read_text("direct_url.json") or "{}"),
+    "distributions": sorted(
+        re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower() for d in m.distributions()
+    ),
+    "forge": shutil.which("forge"),
+}))
+"""
+
+
+def package_hashes(package: Path) -> dict[str, str]:
+    """sha256 of each file of a `runtime` package folder, caches left out (as PROBE does)."""
+    return {
+        path.relative_to(package).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
+
+
+def uv_environ() -> dict[str, str]:
+    """This environment without what would point uv or Python at this checkout's venv."""
+    if shutil.which("uv") is None:
+        skip_or_fail("uv is not installed")
+    dropped = {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONPATH", "PYTHONHOME"}
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in dropped and not key.startswith("FORGE_")
+    }
+
+
+def uv(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``uv ARGS`` in `root`; its stdout (the test fails on an error)."""
+    result = subprocess.run(
+        ["uv", *args],
+        cwd=root,
+        env=env or uv_environ(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, f"uv {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def assert_runs_this_runtime(
+    root: Path, probe: dict[str, Any], expected: dict[str, str], pip_list: str
+) -> None:
+    """`probe` (PROBE's output in `root`'s environment) shows this checkout's runtime,
+    installed from the wheel in `root`/vendor, and nothing named like another project."""
+    package = Path(probe["package"])
+    assert package.is_relative_to(root), f"imported {package}, not the project's own install"
+    assert not package.is_relative_to(REPO)
+    assert probe["files"] == expected, "the project runs other code than this checkout's runtime"
+    assert probe["forge"] and Path(probe["forge"]).is_relative_to(root), probe["forge"]
+
+    url = probe["direct_url"]["url"]
+    assert "archive_info" in probe["direct_url"], probe["direct_url"]
+    installed_from = Path(unquote(urlparse(url).path)).resolve()
+    assert installed_from == (root / "vendor" / wheel_name()).resolve(), url
+
+    assert DISTRIBUTION in probe["distributions"]
+    assert not IMPOSTORS & set(probe["distributions"]), probe["distributions"]
+    listed = {re.sub(r"[-_.]+", "-", item["name"]).lower(): item for item in json.loads(pip_list)}
+    assert DISTRIBUTION in listed
+    assert not IMPOSTORS & set(listed), sorted(listed)
 
 
 @dataclass
@@ -82,7 +174,13 @@ def test_new_project_layout(workspace: Workspace) -> None:
 
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
     assert pyproject["project"]["name"] == "myapp"
-    assert any(dep.startswith("forge-runtime") for dep in pyproject["project"]["dependencies"])
+    # The runtime is the wheel forge new vendored, never a registry name.
+    assert pyproject["project"]["dependencies"] == [DISTRIBUTION]
+    wheel = f"vendor/{wheel_name()}"
+    assert pyproject["tool"]["uv"]["sources"] == {DISTRIBUTION: {"path": wheel}}
+    assert (root / wheel).is_file()
+    assert wheel.startswith("vendor/forge_for_python-")
+    assert "vendor" not in (root / ".gitignore").read_text()
 
     ignored = (root / ".gitignore").read_text().splitlines()
     for pattern in (".venv/", "*.db", "*.db-*", "dist/", ".forge/", ".env", "node_modules/"):
@@ -96,6 +194,160 @@ def test_new_project_layout(workspace: Workspace) -> None:
     status = app.forge("migrate:status")
     assert status.returncode == 0, status.stderr
     assert "0001_create_greetings" in status.stdout and "pending" in status.stdout
+
+
+@pytest.mark.slow  # uv installs ~50 packages: quick from its cache, not without
+def test_new_project_runs_this_runtime(workspace: Workspace) -> None:
+    """`uv run` in a new project, outside this checkout, runs this checkout's runtime,
+    installed from the wheel `forge new` put in vendor/: not whatever the registry
+    holds under a similar name, published or not."""
+    expected = package_hashes(REPO / "runtime")
+    app = workspace.new("x")
+    assert not app.root.resolve().is_relative_to(REPO)
+    env = uv_environ()  # uv makes x/.venv; its cache is shared, so this is quick
+    version = uv(app.root, "run", "forge", "--version", env=env)
+    assert version.strip() == f"forge, version {runtime.__version__}"
+    probe = json.loads(uv(app.root, "run", "python", "-c", PROBE, env=env))
+    python = app.root / ".venv" / "bin" / "python"
+    pip_list = uv(app.root, "pip", "list", "--format", "json", "--python", str(python), env=env)
+    assert_runs_this_runtime(app.root, probe, expected, pip_list)
+
+
+def test_runtime_wheel_is_this_package() -> None:
+    """The vendored wheel: every file of the package (templates and schema revisions
+    too), no caches, the installed metadata, a RECORD that checks, the same bytes
+    each time."""
+    expected = package_hashes(REPO / "runtime")
+    name, data = build_wheel()
+    assert name == wheel_name() == f"forge_for_python-{runtime.__version__}-py3-none-any.whl"
+    assert build_wheel() == (name, data)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        contents = {info.filename: archive.read(info) for info in archive.infolist()}
+    dist_info = f"forge_for_python-{runtime.__version__}.dist-info"
+    package = {
+        path.removeprefix("runtime/"): hashlib.sha256(content).hexdigest()
+        for path, content in contents.items()
+        if path.startswith("runtime/")
+    }
+    assert package == expected
+    for data_file in (
+        "scaffold/templates/project/pyproject.toml.tmpl",
+        "scaffold/templates/project/gitignore",
+        "scaffold/templates/frontend/package-lock.json",
+        "db/schema/0001_forge_nodes.py",
+    ):
+        assert data_file in package, data_file
+    assert not [path for path in contents if "__pycache__" in path or path.endswith(".pyc")]
+    assert set(contents) - {f"runtime/{path}" for path in package} == {
+        f"{dist_info}/{file}" for file in ("METADATA", "entry_points.txt", "WHEEL", "RECORD")
+    }
+
+    metadata = contents[f"{dist_info}/METADATA"].decode()
+    assert f"Name: {DISTRIBUTION}\n" in metadata
+    assert f"Version: {runtime.__version__}\n" in metadata
+    assert "Requires-Dist: litestar" in metadata
+    assert "forge = runtime.cli:main" in contents[f"{dist_info}/entry_points.txt"].decode()
+    wheel_file = contents[f"{dist_info}/WHEEL"].decode()
+    assert "Root-Is-Purelib: true" in wheel_file and "Tag: py3-none-any" in wheel_file
+    record = {}
+    for line in contents[f"{dist_info}/RECORD"].decode().splitlines():
+        path, digest, size = line.rsplit(",", 2)
+        record[path] = (digest, size)
+    assert set(record) == set(contents)
+    for path, (digest, size) in record.items():
+        if path.endswith("/RECORD"):
+            assert (digest, size) == ("", "")
+            continue
+        raw = hashlib.sha256(contents[path]).digest()
+        assert digest == "sha256=" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode(), path
+        assert int(size) == len(contents[path]), path
+
+
+OLD_PYPROJECT = """\
+# Written by forge new before the runtime was vendored.
+[project]
+name = "old"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = ["forge-runtime>=0.1.0", "httpx>=0.28"]
+
+[tool.ruff]
+line-length = 100
+"""
+
+
+def test_vendor_runtime_updates_a_project(workspace: Workspace) -> None:
+    """forge new --vendor-runtime: an older project moves from the registry name to
+    the wheel; after a runtime upgrade, the wheel and its path are replaced."""
+    root = workspace.root / "old"
+    root.mkdir()
+    (root / "pyproject.toml").write_text(OLD_PYPROJECT)
+    result = workspace.forge("new", "--vendor-runtime", "old")
+    assert result.returncode == 0, result.stdout + result.stderr
+    wheel = f"vendor/{wheel_name()}"
+    assert f"wrote old/{wheel}" in result.stdout
+    assert "updated old/pyproject.toml" in result.stdout
+    text = (root / "pyproject.toml").read_text()
+    assert text.startswith("# Written by forge new")  # edited in place, comments kept
+    pyproject = tomllib.loads(text)
+    assert pyproject["project"]["dependencies"] == [DISTRIBUTION, "httpx>=0.28"]
+    assert pyproject["tool"] == {
+        "ruff": {"line-length": 100},
+        "uv": {"sources": {DISTRIBUTION: {"path": wheel}}},
+    }
+    assert (root / wheel).read_bytes() == build_wheel()[1]
+
+    # A project vendored by an older forge, with a lock file that records its hash.
+    older = root / "vendor" / "forge_for_python-0.0.1-py3-none-any.whl"
+    shutil.copy(root / wheel, older)
+    (root / wheel).unlink()
+    (root / "pyproject.toml").write_text(text.replace(wheel, "vendor/" + older.name))
+    (root / "uv.lock").write_text("")
+    refreshed = Project(root=root).forge("new", "--vendor-runtime", ".")
+    assert refreshed.returncode == 0, refreshed.stdout + refreshed.stderr
+    assert f"removed vendor/{older.name}" in refreshed.stdout
+    assert f"uv lock --upgrade-package {DISTRIBUTION}" in refreshed.stdout
+    assert (root / "pyproject.toml").read_text() == text
+    assert sorted(path.name for path in (root / "vendor").iterdir()) == [wheel_name()]
+
+    # Again: nothing to change in pyproject.toml.
+    again = Project(root=root).forge("new", "--vendor-runtime", ".")
+    assert again.returncode == 0 and "pyproject.toml" not in again.stdout
+
+
+def test_vendor_runtime_without_a_pyproject(workspace: Workspace) -> None:
+    root = workspace.root / "bare"
+    root.mkdir()
+    result = Project(root=root).forge("new", "--vendor-runtime", ".")
+    assert result.returncode == 0, result.stderr
+    assert "wrote pyproject.toml" in result.stdout
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "bare"
+    assert pyproject["project"]["dependencies"] == [DISTRIBUTION]
+    assert pyproject["tool"]["uv"]["sources"][DISTRIBUTION] == {"path": f"vendor/{wheel_name()}"}
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "message"),
+    [
+        (
+            '[project]\nname = "a"\ndependencies = ["forge-for-python"]\n\n'
+            '[tool.uv.sources]\nforge-for-python = { path = "../forge", editable = true }\n',
+            "not from a wheel",
+        ),
+        ('[project]\nname = "a"\ndependencies = ["httpx"]\n', "does not depend on"),
+        ((REPO / "pyproject.toml").read_text(), "the runtime's own project"),
+    ],
+)
+def test_vendor_runtime_refuses_what_it_cannot_edit(
+    workspace: Workspace, pyproject: str, message: str
+) -> None:
+    (workspace.root / "pyproject.toml").write_text(pyproject)
+    result = workspace.forge("new", "--vendor-runtime", ".")
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert (workspace.root / "pyproject.toml").read_text() == pyproject
+    assert not (workspace.root / "vendor").exists()
 
 
 def test_new_project_is_served(workspace: Workspace) -> None:
@@ -191,7 +443,7 @@ def test_forge_toml_round_trips() -> None:
         assert config["app"]["name"] == "x-app"
         assert config["env"] == {"GREETING": "Hello from x-app"}
         assert ("frontend" in config) is frontend
-        assert config["shutdown"] == {"delay": "0s", "drain_timeout": "30s"}
+        assert config["shutdown"] == {"delay": "5s", "drain_timeout": "30s"}
 
 
 def test_generator_outside_a_project(workspace: Workspace) -> None:

@@ -158,10 +158,11 @@ def test_invalid_body_is_400_naming_the_field(
 @pytest.mark.parametrize(
     ("content", "detail"),
     [
-        (b'{"title": ', "Input data was truncated"),
-        (b"{'title': 'x'}", "JSON is malformed"),
-        (b'{"title": "\xff\xfe"}', "JSON is malformed: invalid start byte (not UTF-8)"),
-        (b"title=x", "JSON is malformed"),
+        (b'{"title": ', "JSON is malformed: "),
+        (b"{'title': 'x'}", "JSON is malformed: "),
+        # Our words whichever msgspec is installed (0.23 started wording it itself).
+        (b'{"title": "\xff\xfe"}', "JSON is malformed: not UTF-8 (invalid start byte at byte 11)"),
+        (b"title=x", "JSON is malformed: "),
     ],
 )
 def test_malformed_json_is_400(node: Node, content: bytes, detail: str) -> None:

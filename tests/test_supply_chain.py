@@ -39,3 +39,45 @@ def test_every_dependency_has_a_compatible_range(where: str, requirement: str) -
 def test_the_lock_file_is_not_committed() -> None:
     ignored = (REPO / ".gitignore").read_text().splitlines()
     assert "uv.lock" in ignored
+
+
+def _pinned(key: str) -> dict[str, str]:
+    pins = PYPROJECT["tool"]["uv"].get(key, [])
+    return {(r := Requirement(pin)).name.lower(): str(r.specifier) for pin in pins}
+
+
+def test_the_tested_set_is_pinned_exactly() -> None:
+    """A fresh machine installs what CI tested: every locked package is pinned to its version.
+
+    uv.lock names registry hosts and stays out of git, so the pins in
+    pyproject.toml are what travels; `uv run` resolves within them, and this
+    compares that resolution (the local uv.lock) with them.
+    """
+    lock_file = REPO / "uv.lock"
+    if not lock_file.is_file():
+        pytest.skip("no uv.lock: run the suite with `uv run pytest`")
+    lock = tomllib.loads(lock_file.read_text())
+    project = PYPROJECT["project"]["name"]
+    locked = {p["name"]: p["version"] for p in lock["package"] if p["name"] != project}
+    pins = _pinned("constraint-dependencies")
+    assert pins, "pyproject.toml: [tool.uv] constraint-dependencies is empty: run .ci/pin"
+    unpinned = sorted(f"{n} {v}" for n, v in locked.items() if n not in pins)
+    different = sorted(
+        f"{n} locked {v}, pinned {pins[n]}"
+        for n, v in locked.items()
+        if pins.get(n, f"=={v}") != f"=={v}"
+    )
+    assert not unpinned and not different, (
+        f"the lock and the pins disagree (run .ci/pin): unpinned {unpinned}, different {different}"
+    )
+    assert _pinned("build-constraint-dependencies").get("hatchling"), (
+        "the build backend is unpinned"
+    )
+
+
+def test_the_pins_name_no_host() -> None:
+    for key in ("constraint-dependencies", "build-constraint-dependencies"):
+        for pin in PYPROJECT["tool"]["uv"].get(key, []):
+            requirement = Requirement(pin)
+            assert requirement.url is None and "://" not in pin, f"{key}: {pin!r} names a location"
+            assert [s.operator for s in requirement.specifier] == ["=="], f"{key}: {pin!r}"

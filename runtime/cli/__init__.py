@@ -24,6 +24,7 @@ COMMANDS = {
     "migrate:rollback": "migrate:migrate_rollback",
     "migrate:fresh": "migrate:migrate_fresh",
     "migrate:new": "migrate:migrate_new",
+    "migrate:accept": "migrate:migrate_accept",
     "nodes": "nodes:nodes",
     "schedule:list": "schedule:schedule_list",
     "schedule:run": "schedule:schedule_run",

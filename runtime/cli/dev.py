@@ -3,6 +3,11 @@
 The supervisor imports nothing of the app: a handler that does not import
 makes the child exit with its message (``error: handlers/x.py:3: ...``), and
 the supervisor keeps watching until the next change starts it again.
+
+The child runs with dev's own ``--workers 1`` and drain bounds, which would
+hide a bad ``[server].workers`` or ``[shutdown].drain_timeout``: the supervisor
+loads the configuration as written first, and a configuration that does not
+load is reported the same way, without starting the child.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from typing import Any
 
 import click
 
+from ..errors import ForgeError
 from ..processes import bind_error
-from .common import config_option, reports_errors
+from .common import config_option, report_error, reports_errors
 
 # Dev defaults for the child: no load balancer to wait for, and little to drain.
 CHILD_ENV_DEFAULTS = {
@@ -55,8 +61,9 @@ def dev(
     """Run the app (forge run, one worker) and restart it when its files change.
 
     Watches the handlers and migrations folders, forge.toml, .env and .env.*.
-    A start that fails (a handler that does not import, a bad forge.toml) is
-    reported, and the next change starts the app again. Ctrl-C stops it.
+    A start that fails (a handler that does not import, a bad forge.toml, even
+    in a key dev overrides such as workers) is reported, and the next change
+    starts the app again. Ctrl-C stops it.
     """
     from ..config import find_config_file
 
@@ -116,6 +123,8 @@ class Supervisor:
         self.watchers: list[_Watcher] = []
         self.targets: Targets | None = None
         self.listening: Listening | None = None
+        self.config_error: ForgeError | None = None
+        """Why the configuration as written does not load; the child is not started then."""
         self.stopping = False
 
     def run(self) -> int:
@@ -153,18 +162,21 @@ class Supervisor:
     def _configure(self, first: bool = False) -> None:
         """Read the configuration for what to watch and where the app listens.
 
-        A configuration that does not load is the child's to report; the
-        previous targets (or the defaults) stay watched meanwhile.
+        Loaded as written, without dev's overrides of workers and drain bounds,
+        so that it fails here as it would in production. A configuration that
+        does not load is kept in `config_error`; the previous targets (or the
+        defaults) stay watched meanwhile.
         """
         from .. import config
-        from ..errors import ForgeError
 
         handlers, migrations = self.root / "handlers", self.root / "migrations"
         listening = self.listening
         try:
             settings = config.load(self.config_file, overrides={"server": self.overrides})
-        except ForgeError:
+            self.config_error = None
+        except ForgeError as exc:
             settings = None
+            self.config_error = exc
         if settings is not None:
             handlers = settings.app_path(settings.handlers.path)
             migrations = settings.app_path(settings.migrations.path)
@@ -255,6 +267,10 @@ class Supervisor:
             self._start_child()
 
     def _start_child(self) -> None:
+        if self.config_error is not None:
+            report_error(self.config_error)
+            _log("the configuration does not load; waiting for changes", "yellow")
+            return
         env = {**os.environ}
         for key, value in CHILD_ENV_DEFAULTS.items():
             env.setdefault(key, value)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import UTC, datetime
 
 import click
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import config
 from ..boot import prepare
-from ..config import Settings
-from ..db import create_engine
+from ..db.faults import is_unavailable
 from ..db.times import as_utc
 from ..errors import ForgeError, first_line
 from ..jobs import DEAD, QUEUED, RUNNING, STATES, jobs, notify
-from .common import config_option, reports_errors
+from .common import check_database, config_option, reports_errors, with_database
 
 RECENT_FAILURES = 10
 
@@ -31,7 +30,7 @@ RECENT_FAILURES = 10
 def jobs_list(config_file: str | None, failures: int) -> None:
     """Jobs per queue and state, and the most recent failures with their errors."""
     settings = config.load(config_file)
-    counts, recent = asyncio.run(_overview(settings, failures))
+    counts, recent = with_database(settings, lambda engine: _overview(engine, failures))
     if not counts:
         click.echo("no jobs")
         return
@@ -50,9 +49,8 @@ def jobs_list(config_file: str | None, failures: int) -> None:
 
 
 async def _overview(
-    settings: Settings, limit: int
+    engine: AsyncEngine, limit: int
 ) -> tuple[dict[tuple[str, str], int], list[tuple]]:
-    engine = create_engine(settings, pooled=False)
     try:
         async with engine.connect() as connection:
             rows = await connection.execute(
@@ -76,12 +74,12 @@ async def _overview(
             )
             return counts, [tuple(row) for row in recent]
     except SQLAlchemyError as exc:
+        if is_unavailable(exc):
+            raise  # with_database names the database; migrating would not help
         raise ForgeError(
             f"cannot read forge_jobs: {first_line(exc)}",
             hint="run forge migrate first",
         ) from None
-    finally:
-        await engine.dispose()
 
 
 def _when(moment: datetime | None) -> str:
@@ -105,15 +103,14 @@ def jobs_retry(config_file: str | None, job_id: int | None, dead: bool) -> None:
     if (job_id is None) == (not dead):
         raise click.UsageError("give either a job id or --dead")
     settings = config.load(config_file)
-    count = asyncio.run(_retry(settings, job_id))
+    count = with_database(settings, lambda engine: _retry(engine, job_id))
     if job_id is None:
         click.echo(f"requeued {count} dead job(s)")
     else:
         click.echo(f"requeued job {job_id}")
 
 
-async def _retry(settings: Settings, job_id: int | None) -> int:
-    engine = create_engine(settings, pooled=False)
+async def _retry(engine: AsyncEngine, job_id: int | None) -> int:
     try:
         async with engine.begin() as connection:
             if job_id is not None:
@@ -143,12 +140,12 @@ async def _retry(settings: Settings, job_id: int | None) -> int:
                     await notify(connection, queue)
             return len(requeued)
     except SQLAlchemyError as exc:
+        if is_unavailable(exc):
+            raise  # with_database names the database; migrating would not help
         raise ForgeError(
             f"cannot update forge_jobs: {first_line(exc)}",
             hint="run forge migrate first",
         ) from None
-    finally:
-        await engine.dispose()
 
 
 @click.command("jobs:work")
@@ -166,4 +163,5 @@ def jobs_work(config_file: str | None, no_migrate: bool) -> None:
             hint="set [jobs].enabled = true (or FORGE_JOBS__ENABLED=true) for it",
         )
     found = prepare(settings)
+    check_database(settings)
     sys.exit(run_worker_node(settings, found, migrate=not no_migrate, role="jobs"))

@@ -30,9 +30,15 @@ def _describe(applied: Applied) -> str:
 
 
 async def apply_migrations(settings: Settings, *, quiet_when_current: bool = False) -> Report:
-    """Apply pending revisions, logging each; used by `forge run` while it boots."""
+    """Apply pending revisions, logging each; used by `forge run` while it boots.
+
+    Warns about applied revisions whose files changed; in production the
+    migrator refuses them, which stops the boot.
+    """
     migrator = Migrator(settings, on_applied=lambda applied: log.info("%s", _describe(applied)))
     report = await migrator.upgrade()
+    for changed in report.changed:
+        log.warning("%s", migrator.changed_warning(changed))
     if report.up_to_date and not quiet_when_current:
         log.info("database schema is up to date")
     return report
@@ -52,6 +58,21 @@ def _run(coroutine_factory: Callable[[], object]) -> object:
     return asyncio.run(coroutine_factory())  # type: ignore[arg-type]
 
 
+def _warn(message: str) -> None:
+    click.secho(f"warning: {message}", fg="yellow", err=True)
+
+
+def _guard(settings: Settings, force: bool, refusal: str, question: str) -> None:
+    """Refuse a destructive command in production unless forced; ask on a terminal."""
+    if settings.is_production and not force:
+        raise MigrationError(
+            f"refusing to {refusal}: APP_ENV is {settings.app.env!r}",
+            hint=f"pass --force if you really mean to {refusal} in this database",
+        )
+    if not force and sys.stdin.isatty():
+        click.confirm(question, abort=True)
+
+
 @click.command("migrate")
 @config_option
 @reports_errors
@@ -60,6 +81,8 @@ def migrate(config_file: str | None) -> None:
     settings = _load(config_file)
     migrator = Migrator(settings, on_applied=_echo_applied)
     report = asyncio.run(migrator.upgrade())
+    for changed in report.changed:
+        _warn(migrator.changed_warning(changed))
     head = migrator.head()
     if report.up_to_date:
         click.echo(f"up to date: nothing to apply (app at {head or 'base'})")
@@ -71,36 +94,47 @@ def migrate(config_file: str | None) -> None:
 @config_option
 @reports_errors
 def migrate_status(config_file: str | None) -> None:
-    """List every revision, applied or pending."""
+    """List every revision, applied or pending; warn about changed or empty ones."""
     settings = _load(config_file)
-    rows, unknown = asyncio.run(Migrator(settings).status())
+    migrator = Migrator(settings)
+    status = asyncio.run(migrator.status())
+    rows = status.rows
     width = max([len(row.revision) for row in rows] + [8])
     click.echo(f"{'chain':8} {'revision':{width}} {'kind':6} {'state':8} description")
     for row in rows:
         state = "applied" if row.applied else "pending"
+        marks = ("  [changed]" if row.changed else "") + ("  [empty]" if row.empty else "")
         head = "  [head]" if row.is_head else ""
         click.echo(
-            f"{row.chain:8} {row.revision:{width}} {row.kind:6} {state:8} {row.description}{head}"
+            f"{row.chain:8} {row.revision:{width}} {row.kind:6} {state:8} "
+            f"{row.description}{marks}{head}"
         )
     pending = sum(not row.applied for row in rows)
     click.echo(f"{len(rows)} revision(s), {pending} pending")
-    for chain, revisions in unknown.items():
+    for chain, revisions in status.unknown.items():
         for revision in revisions:
-            click.secho(
-                f"warning: the database is at {chain} revision {revision}, "
-                "which this code does not know",
-                fg="yellow",
-                err=True,
-            )
+            _warn(f"the database is at {chain} revision {revision}, which this code does not know")
+    for changed in status.changed:
+        _warn(migrator.changed_warning(changed))
+    for row in rows:
+        if row.empty:
+            _warn(f"{row.chain} {row.revision} will be refused: {row.empty}")
 
 
 @click.command("migrate:rollback")
 @config_option
 @click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--force", is_flag=True, help="Allow it in production and skip the confirmation.")
 @reports_errors
-def migrate_rollback(config_file: str | None, steps: int) -> None:
+def migrate_rollback(config_file: str | None, steps: int, force: bool) -> None:
     """Undo the app's last revision(s)."""
     settings = _load(config_file)
+    _guard(
+        settings,
+        force,
+        "roll back revisions",
+        f"This undoes the app's last {steps} revision(s), and the data they hold. Continue?",
+    )
     migrator = Migrator(settings, on_applied=_echo_applied)
     report = asyncio.run(migrator.rollback(steps))
     click.echo(f"rolled back {len(report.applied)} revision(s)")
@@ -113,16 +147,36 @@ def migrate_rollback(config_file: str | None, steps: int) -> None:
 def migrate_fresh(config_file: str | None, force: bool) -> None:
     """Drop every table and apply all migrations from scratch."""
     settings = _load(config_file)
-    if settings.is_production and not force:
-        raise MigrationError(
-            f"refusing to drop every table: APP_ENV is {settings.app.env!r}",
-            hint="pass --force if you really mean to erase this database",
-        )
-    if not force and sys.stdin.isatty():
-        click.confirm("This drops every table in the database. Continue?", abort=True)
+    _guard(settings, force, "drop every table", "This drops every table in the database. Continue?")
     migrator = Migrator(settings, on_applied=_echo_applied)
     report = asyncio.run(migrator.fresh())
     click.echo(f"fresh: dropped every table, applied {len(report.applied)} revision(s)")
+
+
+@click.command("migrate:accept")
+@click.argument("revisions", nargs=-1)
+@click.option("--all", "accept_all", is_flag=True, help="Accept every changed revision.")
+@config_option
+@reports_errors
+def migrate_accept(revisions: tuple[str, ...], accept_all: bool, config_file: str | None) -> None:
+    """Accept applied revision files as they are now (after a deliberate edit).
+
+    Records their current checksums, so that check, status and boot stop
+    warning, and a production boot no longer refuses. Nothing is applied: the
+    database must already match the files.
+    """
+    if bool(revisions) == accept_all:
+        raise click.UsageError("name the revision(s) to accept, or pass --all")
+    settings = _load(config_file)
+    migrator = Migrator(settings)
+    accepted = asyncio.run(migrator.accept(None if accept_all else list(revisions)))
+    if not accepted:
+        click.echo("nothing to accept: no applied revision changed")
+    for revision, path, changed in accepted:
+        if changed:
+            click.echo(f"accepted {revision}: recorded the checksum of {migrator.shown(path)}")
+        else:
+            click.echo(f"{revision} is unchanged ({migrator.shown(path)}); checksum recorded")
 
 
 @click.command("migrate:new")

@@ -23,6 +23,12 @@ _HELP_NEXT = {
     "--frontend", is_flag=True, help="Add a SvelteKit app in frontend/ (Svelte 5, adapter-static)."
 )
 @click.option(
+    "--vendor-runtime",
+    is_flag=True,
+    help="Instead of creating a project: put this forge's runtime wheel in the existing "
+    "project NAME (a folder, e.g. .) under vendor/ and point its pyproject.toml at it.",
+)
+@click.option(
     "--directory",
     "-d",
     type=click.Path(file_okay=False, path_type=Path),
@@ -38,7 +44,12 @@ _HELP_NEXT = {
 )
 @reports_errors
 def new(
-    first: str, second: str | None, frontend: bool, directory: Path | None, config_file: str | None
+    first: str,
+    second: str | None,
+    frontend: bool,
+    vendor_runtime: bool,
+    directory: Path | None,
+    config_file: str | None,
 ) -> None:
     """Create a project, or add a handler module to this one.
 
@@ -47,9 +58,15 @@ def new(
     forge new handler NAME        handlers/NAME.py: a route at /api/NAME
     forge new cron NAME           handlers/NAME.py: a @cron task
     forge new job NAME            handlers/NAME.py: a @job and a route that enqueues it
+    forge new --vendor-runtime .  vendor/: this forge's runtime, for the project here
     """
     from ..scaffold import GENERATORS
 
+    if vendor_runtime:
+        if second is not None or frontend:
+            raise click.UsageError("--vendor-runtime takes one project folder and no --frontend")
+        _vendor_runtime((directory or Path.cwd()) / first)
+        return
     if second is None:
         _new_project(first, directory or Path.cwd(), frontend)
         return
@@ -78,6 +95,24 @@ def _new_project(name: str, parent: Path, frontend: bool) -> None:
     click.echo("  forge dev     # http://127.0.0.1:8000/api/hello, restarted on every change")
     if frontend:
         click.echo("  (forge run builds frontend/ with npm on its first start and serves it at /)")
+
+
+def _vendor_runtime(root: Path) -> None:
+    from .. import DISTRIBUTION
+    from ..scaffold import vendor_runtime
+
+    done = vendor_runtime(root)
+    click.echo(f"wrote {_shown(done.wheel)}")
+    for old in done.removed:
+        click.echo(f"removed {_shown(old)}")
+    if done.pyproject != "unchanged":
+        verb = "wrote" if done.pyproject == "written" else done.pyproject
+        click.echo(f"{verb} {_shown(root / 'pyproject.toml')}")
+    if done.locked:
+        # uv.lock records the wheel's hash: without relocking, uv refuses the new one.
+        click.echo(f"next: uv lock --upgrade-package {DISTRIBUTION} && uv sync")
+    else:
+        click.echo("next: uv sync")
 
 
 def _new_handler(kind: str, name: str, config_file: str | None) -> None:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from .. import config
-from ..cluster.registry import NodeRow, list_nodes
-from ..db import create_engine
+from ..cluster.registry import list_nodes
 from ..db.times import as_utc, utcnow
 from ..log import configure_logging
-from .common import config_option, reports_errors
+from .common import config_option, reports_errors, with_database
 
 
 @click.command("nodes")
@@ -22,16 +19,8 @@ def nodes(config_file: str | None) -> None:
     """List the nodes of the cluster: id, host, status, age, last heartbeat."""
     settings = config.load(config_file)
     configure_logging(settings)
-
-    async def fetch() -> list[NodeRow]:
-        engine = create_engine(settings, pooled=False)
-        try:
-            return await list_nodes(engine)
-        finally:
-            await engine.dispose()
-
     try:
-        rows = asyncio.run(fetch())
+        rows = with_database(settings, list_nodes)
     except (ProgrammingError, OperationalError) as exc:
         if "forge_nodes" not in str(exc):
             raise

@@ -11,17 +11,17 @@ from datetime import UTC, datetime, timedelta
 import click
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from .. import config
 from ..boot import prepare
 from ..cluster.registry import NodeInfo, Registry
 from ..config import Settings
 from ..context import Env, run_in_context
-from ..db import create_engine
+from ..db.faults import is_unavailable
 from ..errors import ForgeError, describe
 from ..scheduler import CronTask, Scheduler, abandon_runs_of, cron_runs
-from .common import config_option, reports_errors
+from .common import check_database, config_option, reports_errors, with_database
 
 log = logging.getLogger("forge.scheduler")
 
@@ -40,7 +40,8 @@ def schedule_list(config_file: str | None) -> None:
     if not tasks:
         click.echo("no cron tasks are declared in the handlers")
         return
-    last = asyncio.run(_last_runs(settings, [task.name for task in tasks]))
+    names = [task.name for task in tasks]
+    last = with_database(settings, lambda engine: _last_runs(engine, names))
     now = datetime.now(UTC)
     click.echo(
         f"{'name':40} {'expression':16} {'timezone':14} {'next run (UTC)':20} "
@@ -54,8 +55,7 @@ def schedule_list(config_file: str | None) -> None:
         )
 
 
-async def _last_runs(settings: Settings, names: list[str]) -> dict[str, tuple[datetime, str]]:
-    engine = create_engine(settings, pooled=False)
+async def _last_runs(engine: AsyncEngine, names: list[str]) -> dict[str, tuple[datetime, str]]:
     try:
         async with engine.connect() as connection:
             latest = (
@@ -72,10 +72,10 @@ async def _last_runs(settings: Settings, names: list[str]) -> dict[str, tuple[da
                 )
             )
             return {name: (tick, status) for name, tick, status in rows}
-    except SQLAlchemyError:
+    except SQLAlchemyError as exc:
+        if is_unavailable(exc):
+            raise  # not "never ran": with_database says the database is down
         return {}  # no runtime tables yet: nothing ran
-    finally:
-        await engine.dispose()
 
 
 def _when(moment: datetime | None) -> str:
@@ -109,7 +109,10 @@ def schedule_run(config_file: str | None, names: tuple[str, ...]) -> None:
             f"no cron task named {', '.join(sorted(unknown))}",
             hint="forge schedule:list shows the declared tasks",
         )
-    statuses = asyncio.run(_run_due(settings, tasks, set(names)))
+    forced = set(names)
+    statuses = with_database(
+        settings, lambda engine: _run_due(settings, engine, tasks, forced), pooled=True
+    )
     for name, status in statuses.items():
         click.echo(f"{name}: {status}")
     if not statuses:
@@ -118,8 +121,9 @@ def schedule_run(config_file: str | None, names: tuple[str, ...]) -> None:
     sys.exit(1 if any(status not in fine for status in statuses.values()) else 0)
 
 
-async def _run_due(settings: Settings, tasks: list[CronTask], forced: set[str]) -> dict[str, str]:
-    engine = create_engine(settings)
+async def _run_due(
+    settings: Settings, engine: AsyncEngine, tasks: list[CronTask], forced: set[str]
+) -> dict[str, str]:
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     env = Env(settings.env, settings.environ)
 
@@ -164,7 +168,6 @@ async def _run_due(settings: Settings, tasks: list[CronTask], forced: set[str]) 
         if registered:
             with contextlib.suppress(SQLAlchemyError, OSError):
                 await registry.deregister()
-        await engine.dispose()
 
 
 ONE_OFF = "one-off"
@@ -205,4 +208,5 @@ def schedule_work(config_file: str | None, no_migrate: bool) -> None:
 
     settings = config.load(config_file)
     found = prepare(settings)
+    check_database(settings)
     sys.exit(run_worker_node(settings, found, migrate=not no_migrate))

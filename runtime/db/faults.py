@@ -9,6 +9,9 @@ unhandled error).
 
 Recovery needs nothing from here: SQLAlchemy invalidates the whole pool when a
 connection turns out to be dead, and the next checkout opens fresh ones.
+
+A command (``forge nodes``, ``jobs:list``, ...) that cannot connect reports it
+as one message naming the database, `unreachable`, instead of a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
+
+from ..errors import ForgeError, first_line
+from ..redact import redact_url
 
 if TYPE_CHECKING:
     from litestar import Request, Response
@@ -133,6 +139,40 @@ def describe(error: BaseException) -> str:
         innermost = cause
     text = str(innermost).strip().splitlines()
     return f"{type(innermost).__name__}: {text[0]}" if text else type(innermost).__name__
+
+
+class DatabaseUnreachable(ForgeError):
+    """A command cannot connect to its database: reported as one message naming it."""
+
+
+def unreachable(
+    raw_url: str, error: BaseException, *, key: str = "database.url"
+) -> DatabaseUnreachable:
+    """The error a command reports when connecting to `raw_url` failed with `error`.
+
+    The same words as ``forge migrate`` and ``forge check``: the URL (password
+    hidden), what the driver said, and where to fix it.
+    """
+    where = (
+        "[database].url (or DATABASE_URL)"
+        if key == "database.url"
+        else f"[database].{key.removeprefix('database.')}"
+    )
+    return DatabaseUnreachable(
+        f"cannot connect to the database {redact_url(raw_url)}: {driver_message(error)}",
+        hint=f"check {where}, and that the database is up",
+    )
+
+
+def driver_message(error: BaseException) -> str:
+    """The first line of what the database driver said, without SQLAlchemy's wrapping.
+
+    A bare timeout, which says nothing, says so.
+    """
+    inner = error.orig if isinstance(error, sa_exc.DBAPIError) and error.orig else error
+    return first_line(inner) or (
+        "no answer in time" if isinstance(inner, TimeoutError) else type(inner).__name__
+    )
 
 
 def database_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:

@@ -5,12 +5,19 @@ Two chains of revisions share one database: the runtime's own tables
 (``[migrations].path``, Alembic's usual ``alembic_version``). The runtime's are
 applied first. Every revision runs in a transaction of its own, so a crash
 leaves the schema at the last whole revision.
+
+Before applying anything, the app's applied revisions are checked against the
+checksums recorded when they were applied (`checksums`): a changed file is a
+warning, and in production a refusal. A pending revision that would apply
+nothing (an untouched ``migrate:new`` template) is refused, so that the SQL
+written into it later is not skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +29,8 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy import MetaData, inspect
 from sqlalchemy.engine import Connection
@@ -31,11 +39,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..config import Settings
 from ..errors import ForgeError, first_line
-from ..redact import redact_url
+from ..redact import REDACTED, redact_url, secret_values
+from . import checksums
+from .checksums import Changed
 from .engine import create_engine, database_url, is_sqlite, session_url
+from .faults import driver_message, unreachable
 from .locks import FileLock, PostgresLock
 from .pgbouncer import check_poolers
-from .revisions import RevisionFileError, Revisions
+from .revisions import (
+    RevisionFileError,
+    Revisions,
+    StatementFailed,
+    empty_upgrade,
+    statement_summary,
+)
 
 log = logging.getLogger("forge.migrate")
 
@@ -46,6 +63,12 @@ APP_VERSION_TABLE = "alembic_version"
 
 class MigrationError(ForgeError):
     """A migration failed, or the database holds a revision the code does not know."""
+
+
+class ChangedRevisionsError(MigrationError):
+    """In production: applied revision files were edited since they were applied."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -78,6 +101,8 @@ class Report:
 
     applied: list[Applied] = field(default_factory=list)
     skipped_newer: list[str] = field(default_factory=list)
+    changed: list[Changed] = field(default_factory=list)
+    """Applied revisions whose files changed since (outside production, a warning)."""
 
     @property
     def up_to_date(self) -> bool:
@@ -92,6 +117,19 @@ class RevisionStatus:
     kind: str
     applied: bool
     is_head: bool
+    changed: bool = False
+    """Applied, and its file changed since."""
+    empty: str | None = None
+    """Pending and would apply nothing: why (see `empty_upgrade`)."""
+
+
+@dataclass
+class SchemaStatus:
+    """Every revision, the database's revisions the code lacks, and changed files."""
+
+    rows: list[RevisionStatus]
+    unknown: dict[str, list[str]]
+    changed: list[Changed]
 
 
 def chains(settings: Settings) -> tuple[Chain, Chain]:
@@ -118,12 +156,15 @@ class Migrator:
         # Through a transaction pooler the lock would be taken and lost at once:
         # refuse that before taking it.
         await check_poolers(self.settings)
-        engine = create_engine(
-            self.settings,
-            pooled=False,
-            application_name=f"forge migrate {_whoami()}",
-            direct=True,
-        )
+        try:  # with SQLite, this makes the database file's folder
+            engine = create_engine(
+                self.settings,
+                pooled=False,
+                application_name=f"forge migrate {_whoami()}",
+                direct=True,
+            )
+        except OSError as exc:
+            raise unreachable(self.raw_url, exc, key=self.url_key) from None
         timeout = self.settings.database.migration_lock_timeout
         try:
             connection = await _connect(engine, self.raw_url, self.url_key)
@@ -145,12 +186,28 @@ class Migrator:
             await engine.dispose()
 
     async def upgrade(self) -> Report:
-        """Apply every pending revision: the runtime's, then the app's."""
+        """Apply every pending revision: the runtime's, then the app's.
+
+        Applied revisions whose files changed are listed in the report; in
+        production they stop the run (`ChangedRevisionsError`) before anything is applied.
+        """
         report = Report()
         async with self.locked() as connection:
+            report.changed = await connection.run_sync(self._changed)
+            if report.changed and self.settings.is_production:
+                raise self._refusal(report.changed)
             for chain in (self.runtime, self.app):
                 await connection.run_sync(self._upgrade, chain, report)
+            await connection.run_sync(self._baseline)
         return report
+
+    async def accept(self, revisions: list[str] | None) -> list[tuple[str, Path, bool]]:
+        """Record the current checksum of applied app revisions (None: every changed one).
+
+        Each accepted revision with its file and whether it had changed.
+        """
+        async with self.locked() as connection:
+            return await connection.run_sync(self._accept, revisions)
 
     async def rollback(self, steps: int = 1) -> Report:
         """Undo the app's last `steps` revisions."""
@@ -168,10 +225,30 @@ class Migrator:
                 await connection.run_sync(self._upgrade, chain, report)
         return report
 
-    async def status(self) -> tuple[list[RevisionStatus], dict[str, list[str]]]:
-        """Every revision with applied/pending, and revisions in the database the code lacks."""
+    async def status(self) -> SchemaStatus:
+        """Every revision with applied/pending, revisions in the database the code lacks,
+        and applied revisions whose files changed."""
         async with self.locked() as connection:
-            return await connection.run_sync(self._status)
+            return await connection.run_sync(self.read_status)
+
+    def shown(self, path: Path | str) -> str:
+        """A revision file as the user knows it: relative to the project where it can be."""
+        path = Path(path).resolve()
+        try:
+            return str(path.relative_to(self.settings.root.resolve()))
+        except ValueError:
+            pass
+        if path.parent == RUNTIME_SCHEMA.resolve():
+            return f"runtime/db/schema/{path.name}"
+        return f"{path.parent.name}/{path.name}"  # e.g. unpacked from a built executable
+
+    def changed_warning(self, changed: Changed) -> str:
+        """One line about an applied revision whose file changed, saying what to do."""
+        return (
+            f"{self.shown(changed.path)} changed after it was applied; restore it (and put "
+            f"the change in a new revision), or run forge migrate:accept {changed.revision} "
+            "if the database already matches it"
+        )
 
     async def autogenerate(self, metadata: list[MetaData]) -> tuple[str, str] | None:
         """Upgrade and downgrade code that brings the database to `metadata`, if any."""
@@ -217,7 +294,18 @@ class Migrator:
             )
 
         def steps(revision: Any, _context: Any) -> Any:
-            return scripts._upgrade_revs("heads", revision)
+            planned = scripts._upgrade_revs("heads", revision)
+            # Before anything is applied: applying a template would record it as
+            # done, and the SQL written into it later would never run.
+            for step in planned:
+                reason = empty_upgrade(step.revision)
+                if reason is not None:
+                    raise RevisionFileError(
+                        f"{self.shown(step.revision.path)}: {reason}",
+                        hint="nothing was applied; a revision meant to do nothing can say "
+                        "so with a statement such as SELECT 1",
+                    )
+            return planned
 
         self._run(connection, chain, scripts, steps, report, "up")
 
@@ -252,12 +340,15 @@ class Migrator:
         direction: str,
     ) -> None:
         started = time.perf_counter()
-        total = done = 0
+        done = 0
+        planned: list[Any] = []
+        # The app's checksums, once the runtime chain has created their table.
+        tracked = chain is self.app and checksums.exists(connection)
+        _commit(connection)
 
         def counted_steps(revision: Any, context: Any) -> Any:
-            nonlocal total
-            planned = steps(revision, context)
-            total = len(planned)
+            nonlocal planned
+            planned = list(steps(revision, context))
             return planned
 
         def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
@@ -271,8 +362,16 @@ class Migrator:
                 seconds=now - started,
                 direction=direction,
                 step=done + 1,
-                steps=total,
+                steps=len(planned),
             )
+            if tracked:
+                # In the revision's own transaction, with its version row.
+                if direction == "up":
+                    checksums.record(
+                        ctx.connection, chain.name, script.revision, Path(script.path), applied=True
+                    )
+                else:
+                    checksums.forget(ctx.connection, chain.name, script.revision)
             done += 1
             started = now
             report.applied.append(applied)
@@ -291,10 +390,11 @@ class Migrator:
             except ForgeError:
                 raise
             except Exception as exc:
-                failed = _failed_revision(report, scripts, connection, chain)
+                if connection.in_transaction():
+                    connection.rollback()
+                failed = planned[done].revision if done < len(planned) else None
                 raise MigrationError(
-                    f"{chain.name} migration {failed} failed: {type(exc).__name__}: "
-                    f"{first_line(exc)}",
+                    self._scrub(_failure(chain.name, failed, exc, self.shown)),
                     hint="fix the revision; the database stays at the last revision that completed",
                 ) from exc
 
@@ -336,53 +436,174 @@ class Migrator:
         except CommandError as exc:
             raise MigrationError(f"{chain.directory}: {exc}") from None
 
-    def _status(self, connection: Connection) -> tuple[list[RevisionStatus], dict[str, list[str]]]:
+    def read_status(self, connection: Connection) -> SchemaStatus:
+        """Read-only: `forge check` runs it without the lock."""
         rows: list[RevisionStatus] = []
         unknown: dict[str, list[str]] = {}
+        changed = self._changed(connection)
+        changed_ids = {(item.chain, item.revision) for item in changed}
         for chain in (self.runtime, self.app):
             if not chain.directory.is_dir():
                 continue
             scripts = self._scripts(chain)
-            heads = _current_heads(connection, chain)
             unknown[chain.name] = _unknown_heads(connection, chain, scripts)
-            applied: set[str] = set()
-            for head in heads:
-                if head in unknown[chain.name]:
-                    continue
-                applied.update(
-                    script.revision for script in scripts.iterate_revisions(head, "base")
-                )
+            applied = _applied(connection, chain, scripts)
             code_heads = set(scripts.get_heads())
             for script in reversed(list(scripts.walk_revisions())):
+                is_applied = script.revision in applied
                 rows.append(
                     RevisionStatus(
                         chain=chain.name,
                         revision=script.revision,
                         description=(script.doc or "").strip(),
                         kind="sql" if str(script.path).endswith(".sql") else "python",
-                        applied=script.revision in applied,
+                        applied=is_applied,
                         is_head=script.revision in code_heads,
+                        changed=(chain.name, script.revision) in changed_ids,
+                        empty=None if is_applied else empty_upgrade(script),
                     )
                 )
-        return rows, unknown
+        return SchemaStatus(rows, unknown, changed)
+
+    def _changed(self, connection: Connection) -> list[Changed]:
+        """Applied app revisions whose files differ from the checksums recorded for them."""
+        chain = self.app
+        if not chain.directory.is_dir():
+            return []
+        scripts = self._scripts(chain)
+        recorded = checksums.recorded(connection, chain.name)
+        _commit(connection)
+        if not recorded:
+            return []
+        applied = _applied(connection, chain, scripts)
+        return [
+            Changed(chain.name, script.revision, Path(script.path))
+            for script in reversed(list(scripts.walk_revisions()))
+            if script.revision in applied
+            and script.revision in recorded
+            and checksums.file_checksum(Path(script.path)) != recorded[script.revision]
+        ]
+
+    def _baseline(self, connection: Connection) -> None:
+        """Record the checksums of applied app revisions that have none yet (applied
+        before checksums were recorded): from now on, a change to them is noticed."""
+        chain = self.app
+        if not chain.directory.is_dir() or not checksums.exists(connection):
+            _commit(connection)
+            return
+        scripts = self._scripts(chain)
+        recorded = checksums.recorded(connection, chain.name)
+        applied = _applied(connection, chain, scripts)
+        missing = [
+            script
+            for script in scripts.walk_revisions()
+            if script.revision in applied and script.revision not in recorded
+        ]
+        _commit(connection)
+        if missing:
+            with connection.begin():
+                for script in missing:
+                    checksums.record(
+                        connection, chain.name, script.revision, Path(script.path), applied=False
+                    )
+
+    def _accept(
+        self, connection: Connection, wanted: list[str] | None
+    ) -> list[tuple[str, Path, bool]]:
+        chain = self.app
+        if not chain.directory.is_dir():
+            raise MigrationError(f"nothing to accept: {chain.directory} does not exist")
+        if not checksums.exists(connection):
+            _commit(connection)
+            raise MigrationError(
+                "nothing to accept: no checksums are recorded in this database yet",
+                hint="run forge migrate, which records them",
+            )
+        scripts = self._scripts(chain)
+        applied = _applied(connection, chain, scripts)
+        changed = {item.revision for item in self._changed(connection)}
+        if wanted is None:
+            targets = [
+                script
+                for script in reversed(list(scripts.walk_revisions()))
+                if script.revision in changed
+            ]
+        else:
+            targets = []
+            for name in wanted:
+                # The warnings name files: take a file name or path as well as an id.
+                revision = Path(name).stem if name.endswith((".sql", ".py")) else name
+                try:
+                    script = scripts.get_revision(revision)
+                except CommandError:
+                    script = None
+                if script is None:
+                    raise MigrationError(
+                        f"no app revision {name!r} in {self.shown(chain.directory)}"
+                    )
+                if script.revision not in applied:
+                    raise MigrationError(
+                        f"{script.revision} is not applied: there is nothing to accept",
+                        hint="forge migrate applies it as the file is now",
+                    )
+                targets.append(script)
+        _commit(connection)
+        with connection.begin():
+            for script in targets:
+                checksums.record(
+                    connection, chain.name, script.revision, Path(script.path), applied=False
+                )
+        return [
+            (script.revision, Path(script.path), script.revision in changed) for script in targets
+        ]
+
+    def _refusal(self, changed: list[Changed]) -> ChangedRevisionsError:
+        files = ", ".join(self.shown(item.path) for item in changed)
+        if len(changed) == 1:
+            what = f"{files} changed after it was applied"
+            accept = f"forge migrate:accept {changed[0].revision}"
+        else:
+            what = f"{len(changed)} applied revisions changed after they were applied: {files}"
+            accept = "forge migrate:accept --all"
+        return ChangedRevisionsError(
+            f"refusing to migrate in production: {what}",
+            hint="restore the applied version (and put the change in a new revision), "
+            f"or run {accept} if the database already matches",
+        )
+
+    def _scrub(self, text: str) -> str:
+        """`text` without the settings' secrets or the passwords of URLs in it."""
+        for secret in secret_values(self.settings):
+            text = text.replace(secret, REDACTED)
+        text = _URL.sub(lambda match: redact_url(match.group(0)), text)
+        return _SQL_PASSWORD.sub(rf"\1'{REDACTED}'", text)
 
 
 async def _connect(engine: AsyncEngine, raw_url: str, key: str = "database.url") -> AsyncConnection:
-    """A connection, or a `MigrationError` that says why there is none (not a traceback)."""
+    """A connection, or the one-line error that says why there is none (not a traceback)."""
     connection = engine.connect()
     try:
         await connection.start()
     except (OSError, SQLAlchemyError) as exc:
-        where = (
-            "[database].url (or DATABASE_URL)"
-            if key == "database.url"
-            else "[database].migration_url"
-        )
-        raise MigrationError(
-            f"cannot connect to the database {redact_url(raw_url)}: {_reason(exc)}",
-            hint=f"check {where}, and that the database is up",
-        ) from None
+        raise unreachable(raw_url, exc, key=key) from None
     return connection
+
+
+def _commit(connection: Connection) -> None:
+    # Reads autobegin a transaction; end it before Alembic or `begin()` starts theirs.
+    if connection.in_transaction():
+        connection.commit()
+
+
+def _applied(connection: Connection, chain: Chain, scripts: ScriptDirectory) -> set[str]:
+    """The chain's revisions the database has, as far as the code knows them."""
+    applied: set[str] = set()
+    for head in _current_heads(connection, chain):
+        try:
+            applied.update(script.revision for script in scripts.iterate_revisions(head, "base"))
+        except (CommandError, RevisionError):
+            continue  # a revision the code does not know: reported on its own
+    return applied
 
 
 def _current_heads(connection: Connection, chain: Chain) -> tuple[str, ...]:
@@ -403,19 +624,45 @@ def _unknown_heads(connection: Connection, chain: Chain, scripts: ScriptDirector
     return unknown
 
 
-def _failed_revision(
-    report: Report, scripts: ScriptDirectory, connection: Connection, chain: Chain
+_URL = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"]+")
+_SQL_PASSWORD = re.compile(r"(PASSWORD\s+)'[^']*'", re.IGNORECASE)
+_DRIVER_CLASS = re.compile(r"^<class '[\w.]+'>:\s*")
+
+
+def _failure(
+    chain: str, script: Script | None, exc: BaseException, shown: Callable[[str], str]
 ) -> str:
-    if connection.in_transaction():
-        connection.rollback()
-    heads = _current_heads(connection, chain)
-    # The next revision after the last one that completed is the one that failed.
-    for script in scripts.walk_revisions():
-        down = script.down_revision
-        parents = (down,) if isinstance(down, str) or down is None else tuple(down)
-        if set(parents) == (set(heads) or {None}):
-            return repr(script.revision)
-    return "(unknown revision)"
+    """``<chain> migration <file>:<line> failed [in <statement>]: <Type>: <reason>``."""
+    if script is None:
+        return f"{chain} migration failed: {_error(exc)}"
+    where = shown(script.path)
+    if isinstance(exc, StatementFailed):
+        line = f":{exc.line}" if exc.line else ""
+        cause = exc.__cause__ or exc
+        return (
+            f"{chain} migration {where}{line} failed in "
+            f"{statement_summary(exc.statement)!r}: {_error(cause)}"
+        )
+    line = _raising_line(exc, Path(script.path))
+    return f"{chain} migration {where}{f':{line}' if line else ''} failed: {_error(exc)}"
+
+
+def _raising_line(exc: BaseException, path: Path) -> int | None:
+    """The line of the revision file where `exc` was raised, or passed through last."""
+    target = path.resolve()
+    line = None
+    traceback = exc.__traceback__
+    while traceback is not None:
+        if Path(traceback.tb_frame.f_code.co_filename).resolve() == target:
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return line
+
+
+def _error(exc: BaseException) -> str:
+    """``Type: first line``; for a database error, what the driver said."""
+    reason = driver_message(exc) if isinstance(exc, DBAPIError) else first_line(exc)
+    return f"{type(exc).__name__}: {_DRIVER_CLASS.sub('', reason)}"
 
 
 def _indented(code: str) -> str:
@@ -447,15 +694,10 @@ def _drop_everything(connection: Connection) -> None:
         metadata.drop_all(connection)
     except SQLAlchemyError as exc:
         raise MigrationError(
-            f"cannot drop every table: {_reason(exc)}",
+            f"cannot drop every table: {driver_message(exc)}",
             hint="drop what stands in the way by hand, then run migrate:fresh again",
         ) from exc
     connection.commit()
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of what the database driver said, without SQLAlchemy's wrapping."""
-    return first_line(exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc)
 
 
 def _whoami() -> str:

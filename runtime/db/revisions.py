@@ -11,11 +11,13 @@ A SQL revision is a file such as ``0002_index_notes.sql``::
 Its revision id is the file name without ``.sql``; it follows the file before it
 in name order (``-- down_revision: <id>`` says otherwise). The runtime turns it
 into an Alembic revision, so both kinds share the lock, the version table and
-``migrate:rollback``.
+``migrate:rollback``. One whose ``-- @up`` holds no statement yet (a fresh
+``migrate:new --sql`` template) is refused when it is due (`empty_upgrade`).
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import types
 from collections.abc import Iterator
@@ -33,6 +35,16 @@ class RevisionFileError(ForgeError):
     """A revision file that cannot be read as a revision."""
 
     exit_code = 2
+
+
+class StatementFailed(Exception):
+    """A statement of a SQL revision failed; `__cause__` is the database's error."""
+
+    def __init__(self, statement: str, line: int | None) -> None:
+        super().__init__(statement)
+        self.statement = statement
+        self.line = line
+        """Where the statement starts in its file (1-based), if known."""
 
 
 MAX_REVISION_LENGTH = 32
@@ -113,22 +125,24 @@ def sql_revision(scripts: ScriptDirectory, path: Path, previous: str | None) -> 
     module.down_revision = down  # type: ignore[attr-defined]
     module.branch_labels = None  # type: ignore[attr-defined]
     module.depends_on = None  # type: ignore[attr-defined]
-    module.upgrade = lambda: _execute(sections["up"])  # type: ignore[attr-defined]
+    module.upgrade = lambda: _execute(*sections["up"])  # type: ignore[attr-defined]
     module.downgrade = (  # type: ignore[attr-defined]
-        (lambda: _execute(sections["down"])) if "down" in sections else _irreversible(path)
+        (lambda: _execute(*sections["down"])) if "down" in sections else _irreversible(path)
     )
     return Script(module, revision, str(path))
 
 
-def _sections(text: str, path: Path) -> dict[str, str]:
-    sections: dict[str, str] = {}
+def _sections(text: str, path: Path) -> dict[str, tuple[str, int]]:
+    """Each section's SQL and the line of its ``-- @name`` marker."""
+    sections: dict[str, tuple[str, int]] = {}
     matches = list(_SECTION.finditer(text))
     for index, match in enumerate(matches):
         name = match.group(1).lower()
         if name in sections:
             raise RevisionFileError(f"{path}: more than one '-- @{name}' section")
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
-        sections[name] = text[match.end() : end]
+        marker_line = text.count("\n", 0, match.start()) + 1
+        sections[name] = (text[match.end() : end], marker_line)
     return sections
 
 
@@ -143,13 +157,84 @@ def _description(text: str) -> str:
     return ""
 
 
-def _execute(sql: str) -> None:
+def _execute(sql: str, marker_line: int) -> None:
     # One statement at a time: drivers run one per call inside a transaction;
     # sqlparse keeps quoted strings, comments and $$-bodies intact.
     connection = op.get_bind()
-    for statement in sqlparse.split(sql):
-        if sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip():
+    for statement, line in _statements(sql, marker_line):
+        try:
             connection.exec_driver_sql(statement)
+        except Exception as exc:
+            # Which statement, and where: the database's error alone rarely says.
+            raise StatementFailed(statement, line) from exc
+
+
+def _statements(sql: str, marker_line: int) -> Iterator[tuple[str, int | None]]:
+    """The section's statements that do something, each with the file line it starts on."""
+    cursor = 0
+    for statement in sqlparse.split(sql):
+        if not _does_something(statement):
+            continue
+        found = sql.find(statement, cursor)
+        line = None
+        if found != -1:
+            cursor = found + len(statement)
+            # The section starts on the marker's line; leading comments are not the statement.
+            skipped = len(statement) - len(_without_leading_comments(statement))
+            line = marker_line + sql.count("\n", 0, found + skipped)
+        yield statement, line
+
+
+def _does_something(statement: str) -> bool:
+    return bool(sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip())
+
+
+def _without_leading_comments(statement: str) -> str:
+    lines = statement.splitlines(keepends=True)
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
+        lines.pop(0)
+    return "".join(lines)
+
+
+def statement_summary(statement: str, limit: int = 100) -> str:
+    """The first line of a statement that is not a comment, shortened to `limit`."""
+    body = _without_leading_comments(statement).strip() or statement.strip()
+    first = body.splitlines()[0].strip() if body else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def empty_upgrade(script: Script) -> str | None:
+    """Why `script` would apply nothing (an untouched template), or None if it does something.
+
+    A SQL revision whose ``-- @up`` holds only comments and blanks, or a Python
+    revision whose ``upgrade()`` body is only ``pass``, ``...`` or a docstring.
+    A merge revision (several down revisions) is empty by design and passes.
+    """
+    path = Path(script.path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".sql":
+        up, _line = _sections(text, path).get("up", ("", 0))
+        if any(_does_something(statement) for statement in sqlparse.split(up)):
+            return None
+        return "its '-- @up' section is empty: write the SQL under '-- @up', then migrate again"
+    if isinstance(script.down_revision, tuple | list):
+        return None
+    try:
+        tree = ast.parse(text, str(path))
+    except SyntaxError:
+        return None  # the import already reported it
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "upgrade":
+            if all(_is_placeholder(statement) for statement in node.body):
+                return "its upgrade() is empty: write the upgrade in it, then migrate again"
+            return None
+    return None
+
+
+def _is_placeholder(statement: ast.stmt) -> bool:
+    return isinstance(statement, ast.Pass) or (
+        isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+    )
 
 
 def _irreversible(path: Path) -> types.FunctionType:

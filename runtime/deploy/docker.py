@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
+from pathlib import PurePosixPath
+
+from .. import DISTRIBUTION
 from ..config import Settings
 from ..errors import ConfigError
 from .common import (
@@ -48,9 +52,103 @@ def _in_project(settings: Settings, key: str, value: str) -> str:
         ) from None
 
 
+_FIX_RUNTIME = (
+    "forge new --vendor-runtime . puts this forge's runtime in vendor/ as a wheel and "
+    "points pyproject.toml at it (see docs/development.md)"
+)
+
+
+def runtime_source(settings: Settings) -> list[str]:
+    """Comment lines on where the image's runtime comes from; `ConfigError` if not from here.
+
+    The build stage installs what pyproject.toml says, from the build context
+    and the package registry. The registry has no ``forge-for-python``, and
+    ``forge-runtime`` and ``runtime`` there are unrelated projects, so a
+    project that leaves the runtime to the registry, or points at a folder
+    Docker does not see, would build someone else's code or fail late: refused.
+    """
+    from ..scaffold import pyproject
+
+    path = settings.root / "pyproject.toml"
+    if not path.is_file():
+        raise ConfigError(
+            f"no pyproject.toml in {settings.root}: the image installs the runtime and the "
+            "app's dependencies from it",
+            hint=_FIX_RUNTIME,
+        )
+    found = pyproject.read(path)
+    if found.is_runtime:
+        return ["# This project is the runtime itself: uv builds it from the sources copied above."]
+    if found.impostors:
+        raise ConfigError(
+            f"pyproject.toml depends on {found.impostors[0]!r}, an unrelated project on the "
+            f"public registry, not this runtime ({DISTRIBUTION})",
+            hint=_FIX_RUNTIME,
+        )
+    if not found.depends:
+        raise ConfigError(
+            f"pyproject.toml does not depend on {DISTRIBUTION}: the image would have no forge "
+            "to build the app with",
+            hint=_FIX_RUNTIME,
+        )
+    if not found.sources:
+        raise ConfigError(
+            f"pyproject.toml leaves {DISTRIBUTION} to the package registry (no "
+            "[tool.uv.sources] entry), where that name is not this runtime",
+            hint=_FIX_RUNTIME,
+        )
+    ignored = [
+        line for line in dockerignore(settings).splitlines() if line and not line.startswith("#")
+    ]
+    for source in found.sources:
+        if "path" not in source:
+            continue  # a git, url or index source: named explicitly, not guessed from a name
+        where = (settings.root / str(source["path"])).resolve()
+        try:
+            relative = where.relative_to(settings.root.resolve()).as_posix()
+        except ValueError:
+            raise ConfigError(
+                f"pyproject.toml takes {DISTRIBUTION} from {source['path']}, outside the "
+                "project directory: Docker only sees the project directory (the build context)",
+                hint=_FIX_RUNTIME,
+            ) from None
+        if not where.exists():
+            raise ConfigError(
+                f"pyproject.toml takes {DISTRIBUTION} from {source['path']}, which does not exist",
+                hint=_FIX_RUNTIME,
+            )
+        if _ignored(relative, ignored):
+            raise ConfigError(
+                f"pyproject.toml takes {DISTRIBUTION} from {relative}, which .dockerignore "
+                "leaves out of the build context",
+                hint="move it, e.g. to vendor/ (forge new --vendor-runtime . does)",
+            )
+    paths = [str(source["path"]) for source in found.sources if "path" in source]
+    if not paths:
+        return [f"# {DISTRIBUTION} comes from where pyproject.toml's [tool.uv.sources] says."]
+    return [
+        f"# The runtime: {', '.join(paths)}, copied above ([tool.uv.sources] in",
+        f"# pyproject.toml). The registry's {DISTRIBUTION}, if any, is never used.",
+    ]
+
+
+def _ignored(relative: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore's `patterns` leave `relative` (or a folder above it) out."""
+    parts = PurePosixPath(relative).parts
+    for depth in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:depth])
+        for pattern in patterns:
+            if fnmatch.fnmatchcase(prefix, pattern) or (
+                pattern.startswith("**/") and fnmatch.fnmatchcase(parts[depth - 1], pattern[3:])
+            ):
+                return True
+    return False
+
+
 def dockerfile(settings: Settings) -> str:
     """A multi-stage Dockerfile: frontend (node), executable (Python), slim runtime."""
     name = settings.app.name
+    runtime_lines = runtime_source(settings)
     port = settings.server.port
     lines = [
         *header("deploy:docker"),
@@ -102,6 +200,8 @@ def dockerfile(settings: Settings) -> str:
         "ENV UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy",
         "WORKDIR /src",
         "COPY . .",
+        *runtime_lines,
+        "RUN uv sync --no-dev",
     ]
     if has_frontend(settings):
         lines += [
@@ -111,7 +211,7 @@ def dockerfile(settings: Settings) -> str:
     else:
         lines.append("# --no-build: there is no frontend to build (no package.json).")
     lines += [
-        "RUN uv run --no-dev forge build --no-build",
+        "RUN uv run --no-sync forge build --no-build",
         "",
         "# 3. What runs: Debian and the executable, without Python, node or build tools.",
         f"FROM {RUNTIME_IMAGE}",

@@ -1,4 +1,11 @@
-"""``forge deploy:k8s``: a Deployment and a Service for the app, in one file."""
+"""``forge deploy:k8s``: a Deployment and a Service for the app, in one file.
+
+The manifest holds only what differs per cluster: where to listen,
+``APP_ENV=production``, the Secret's keys (``DATABASE_URL`` and ``[env]`` keys
+whose names look secret) and the variables forge.toml reads through
+``${VAR}``. Plain ``[env]`` values stay in forge.toml, which the executable
+carries, so that editing them there takes effect with the next image.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,6 @@ from .common import (
     APP_UID,
     GRACE_MARGIN,
     env_entries,
-    grace_seconds,
     header,
     k8s_name,
     label_value,
@@ -20,7 +26,16 @@ from .files import to_yaml
 
 LIVENESS_PERIOD = 10
 READINESS_PERIOD = 2
-RESERVED = ("HOST", "PORT", "APP_ENV", "DATABASE_URL")
+RESERVED = ("HOST", "PORT", "APP_ENV", "DATABASE_URL", "FORGE_SHUTDOWN__DELAY")
+
+MIN_DELAY = 5.0
+"""The least ``[shutdown].delay`` a pod gets, in seconds.
+
+Kubernetes takes a terminating pod out of the Service's endpoints and sends
+SIGTERM at the same time; kube-proxy and ingress controllers learn of it a few
+seconds later, and traffic still arrives meanwhile. With no preStop hook the
+delay is what keeps those requests from being refused.
+"""
 
 
 def path(settings: Settings) -> str:
@@ -37,13 +52,33 @@ def secret_name(settings: Settings) -> str:
     return f"{k8s_name(settings)}-secrets"
 
 
+def shutdown_delay(settings: Settings) -> float:
+    """The pod's ``[shutdown].delay``: forge.toml's, raised to `MIN_DELAY` if shorter."""
+    return max(settings.shutdown.delay, MIN_DELAY)
+
+
+def pod_grace_seconds(settings: Settings) -> int:
+    """``terminationGracePeriodSeconds``: the pod's delay, the drain bound and a margin."""
+    return math.ceil(shutdown_delay(settings) + settings.shutdown.drain_timeout) + GRACE_MARGIN
+
+
+def readiness_timing(settings: Settings) -> tuple[int, int]:
+    """The readiness probe's ``(periodSeconds, timeoutSeconds)``.
+
+    The timeout lets /_api/ready answer (it waits up to ``[database].ready_timeout``),
+    and Kubernetes requires it not to exceed the period.
+    """
+    timeout = ready_timeout_seconds(settings)
+    return max(READINESS_PERIOD, timeout), timeout
+
+
 def liveness_failure_threshold(settings: Settings) -> int:
     """Failures in a row before a restart: more than a whole drain's worth.
 
     Past ``[shutdown].delay`` a draining node refuses new requests, probes
     included, until it exits; liveness must not restart it in the meantime.
     """
-    return max(3, math.ceil(grace_seconds(settings) / LIVENESS_PERIOD) + 1)
+    return max(3, math.ceil(pod_grace_seconds(settings) / LIVENESS_PERIOD) + 1)
 
 
 def _env(settings: Settings) -> list[dict[str, Any]]:
@@ -58,9 +93,12 @@ def _env(settings: Settings) -> list[dict[str, Any]]:
         {"name": "APP_ENV", "value": "production"},
         from_secret("DATABASE_URL"),
     ]
+    if settings.shutdown.delay < MIN_DELAY:
+        env.append({"name": "FORGE_SHUTDOWN__DELAY", "value": f"{shutdown_delay(settings):g}s"})
     seen = set(RESERVED)
     for entry in env_entries(settings):
-        if entry.variable in seen:
+        # A plain value stays in forge.toml: copied here, it would hide later edits there.
+        if entry.variable in seen or not (entry.secret or entry.reference):
             continue
         seen.add(entry.variable)
         env.append(
@@ -87,6 +125,7 @@ def manifests(settings: Settings, *, image: str | None = None, replicas: int = 2
     selector = {"app.kubernetes.io/name": name}
     labels = {**selector, "app.kubernetes.io/version": label_value(settings.app.version)}
     http = {"port": "http"}
+    readiness_period, readiness_timeout = readiness_timing(settings)
 
     deployment = {
         "apiVersion": "apps/v1",
@@ -102,7 +141,7 @@ def manifests(settings: Settings, *, image: str | None = None, replicas: int = 2
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "terminationGracePeriodSeconds": grace_seconds(settings),
+                    "terminationGracePeriodSeconds": pod_grace_seconds(settings),
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": APP_UID,
@@ -116,8 +155,8 @@ def manifests(settings: Settings, *, image: str | None = None, replicas: int = 2
                             "env": _env(settings),
                             "readinessProbe": {
                                 "httpGet": {"path": "/_api/ready", **http},
-                                "periodSeconds": READINESS_PERIOD,
-                                "timeoutSeconds": ready_timeout_seconds(settings),
+                                "periodSeconds": readiness_period,
+                                "timeoutSeconds": readiness_timeout,
                                 "failureThreshold": 1,
                             },
                             "livenessProbe": {
@@ -148,7 +187,15 @@ def manifests(settings: Settings, *, image: str | None = None, replicas: int = 2
         },
     }
 
-    delay, drain = settings.shutdown.delay, settings.shutdown.drain_timeout
+    delay, drain = shutdown_delay(settings), settings.shutdown.drain_timeout
+    if settings.shutdown.delay < MIN_DELAY:
+        raised = [
+            f"# forge.toml's [shutdown].delay ({settings.shutdown.delay:g}s) is shorter than the"
+            f" {MIN_DELAY:g}s endpoints",
+            "# take to notice a pod left: FORGE_SHUTDOWN__DELAY below raises it for the pods.",
+        ]
+    else:
+        raised = []
     keys = secret_keys(settings)
     intro = [
         *header("deploy:k8s"),
@@ -163,12 +210,16 @@ def manifests(settings: Settings, *, image: str | None = None, replicas: int = 2
         "# No preStop sleep: on SIGTERM the runtime turns /_api/ready to 503 and keeps",
         f"# serving for [shutdown].delay ({delay:g}s) while endpoints learn it left, then",
         f"# finishes requests in flight for up to [shutdown].drain_timeout ({drain:g}s).",
+        *raised,
         f"# terminationGracePeriodSeconds = ceil(delay + drain_timeout) + {GRACE_MARGIN}"
-        f" = {grace_seconds(settings)}.",
+        f" = {pod_grace_seconds(settings)}: raise it",
+        "# along with either.",
         "# Liveness (/_api/health never touches the database, so an outage does not",
         "# restart pods) tolerates a whole drain before restarting a pod.",
-        "# [env] keys are set through FORGE_ENV__<KEY> (which overrides forge.toml's",
-        '# table), or through VAR where forge.toml says KEY = "${VAR}".',
+        "# [env] values stay in forge.toml, which the executable carries: edit them there.",
+        "# Here are only keys that look secret (from the Secret, as FORGE_ENV__<KEY>) and",
+        '# variables forge.toml reads as KEY = "${VAR}". FORGE_ENV__<KEY> overrides a key',
+        "# for this cluster alone.",
         "",
     ]
     return "\n".join(intro) + to_yaml(deployment, service)

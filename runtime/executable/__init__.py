@@ -21,6 +21,7 @@ from ..bundle import BUNDLE_DIR
 from ..config import Settings
 from ..db.migrate import RUNTIME_SCHEMA
 from ..errors import ForgeError
+from ..frontend import has_frontend
 from .imports import imported_modules
 
 ENTRY = Path(__file__).with_name("entry.py")
@@ -116,6 +117,9 @@ def _stage(
 
     if not frontend:
         echo("frontend not carried (--no-frontend): served from disk or [frontend].dev_url")
+        return False
+    if not has_frontend(settings):
+        echo("no frontend: an API-only app")
         return False
     carried = _carry(settings, "frontend.path", settings.frontend.path, staging, skip)
     if carried is None or not (carried / "index.html").is_file():

@@ -4,6 +4,9 @@ The gateway hands this app every GET and HEAD outside ``/_api/`` and the
 handlers' prefix. A request for a file gets the file; a client-side route
 (a path without a file extension) gets ``index.html``; a missing asset, or a
 path trying to step out of the build (``..``, ``//``, backslash, NUL), gets 404.
+
+An app without a frontend (`has_frontend`) has none of this: every path is the
+API's, and an unknown one is the API's JSON 404.
 """
 
 from __future__ import annotations
@@ -33,6 +36,20 @@ npm is installed), or point <code>[frontend].path</code> in forge.toml at your b
 """
 
 
+def has_frontend(settings: Settings) -> bool:
+    """Whether the app has a frontend: a ``[frontend]`` key set, a build, or sources.
+
+    An API-only app (none of these) is not told at every boot, nor answered
+    with a page, that its frontend is not built.
+    """
+    frontend = settings.frontend
+    return bool(
+        frontend.model_fields_set
+        or settings.app_path(frontend.path).exists()
+        or settings.path(frontend.source).is_dir()
+    )
+
+
 def is_client_route(path: str) -> bool:
     """A path a single-page app routes itself: its last segment has no file extension."""
     return "." not in path.rsplit("/", 1)[-1]
@@ -41,12 +58,14 @@ def is_client_route(path: str) -> bool:
 class Frontend:
     """ASGI app for the frontend: files from the build, or a proxy to ``dev_url``."""
 
-    def __init__(self, settings: Settings, fallback: Any) -> None:
+    def __init__(self, settings: Settings, fallback: Any, *, routes_at_root: bool = False) -> None:
+        """`routes_at_root`: some handlers are mounted at ``/``; `fallback` (the
+        handlers' app) answers a path before it is taken for a client route."""
         frontend = settings.frontend
         self.build = BuildDirectory(settings.app_path(frontend.path), frontend.immutable)
         self.spa = frontend.spa
         self.fallback = fallback
-        self.routes_at_root = settings.handlers.prefix == ""
+        self.routes_at_root = routes_at_root
         self.proxy = None
         if frontend.dev_url:
             from .proxy import DevProxy
@@ -140,4 +159,4 @@ async def _plain(send: Any, scope: Any, status: int, body: bytes, kind: bytes) -
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
-__all__ = ["Frontend", "is_client_route"]
+__all__ = ["Frontend", "has_frontend", "is_client_route"]

@@ -5,21 +5,27 @@ the package): ``*.tmpl`` files are filled in with `string.Template`
 (``$name``), the others are copied as they are, since Svelte and JavaScript
 use ``$`` themselves. ``gitignore`` and ``env.example`` become dotfiles when
 written, so that they do not act on this repository or its packaging.
+
+A project also gets the running runtime as a wheel in ``vendor/``, which its
+pyproject.toml takes ``forge-for-python`` from (see `wheel` for why).
 """
 
 from __future__ import annotations
 
+import copy
 import keyword
 import re
 import string
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from .. import __version__
+from .. import DISTRIBUTION, __version__
 from ..errors import ForgeError
+from . import pyproject, wheel
 
 TEMPLATES = Path(__file__).parent / "templates"
 GENERATORS = ("handler", "cron", "job")
@@ -109,7 +115,7 @@ def forge_toml(name: str, *, frontend: bool = False) -> str:
             "shutdown",
             "On SIGTERM: keep serving for delay so load balancers notice, then let\n"
             "requests in flight finish within drain_timeout.",
-            {"delay": "0s", "drain_timeout": "30s"},
+            {"delay": "5s", "drain_timeout": "30s"},
         ),
         (
             "env",
@@ -157,8 +163,10 @@ def create_project(name: str, parent: Path, *, frontend: bool = False) -> tuple[
             hint="choose another name or --directory, or remove it first",
         )
     section = (TEMPLATES / "readme-frontend.md").read_text(encoding="utf-8") if frontend else ""
-    values = {"name": name, "runtime_version": __version__, "frontend_section": section}
+    wheel_name, wheel_data = wheel.build_wheel()
+    values = {**_runtime_values(wheel_name), "name": name, "frontend_section": section}
     files = {"forge.toml": forge_toml(name, frontend=frontend).encode()}
+    files[f"{wheel.VENDOR_DIR}/{wheel_name}"] = wheel_data
     files.update(_render_tree(TEMPLATES / "project", values))
     if frontend:
         frontend_files = _render_tree(TEMPLATES / "frontend")
@@ -196,6 +204,169 @@ def _render_tree(source: Path, values: dict[str, str] | None = None) -> dict[str
         parts[-1] = _RENAMED.get(parts[-1], parts[-1])
         rendered["/".join(parts)] = data
     return rendered
+
+
+def _runtime_values(wheel_name: str) -> dict[str, str]:
+    """Template values that say which runtime a project runs and where it is."""
+    return {
+        "distribution": DISTRIBUTION,
+        "runtime_version": __version__,
+        "runtime_wheel": f"{wheel.VENDOR_DIR}/{wheel_name}",
+    }
+
+
+@dataclass(frozen=True)
+class Vendored:
+    """What `vendor_runtime` did in a project."""
+
+    wheel: Path
+    pyproject: str
+    """``written`` (there was none), ``updated`` or ``unchanged``."""
+    removed: list[Path]
+    """Wheels of another runtime version that pyproject.toml no longer names."""
+    locked: bool
+    """The project has a uv.lock: it records the wheel's hash, so it needs relocking."""
+
+
+def vendor_runtime(root: Path) -> Vendored:
+    """Put the running runtime's wheel in `root`/vendor and point pyproject.toml at it.
+
+    For a project made before `forge new` vendored the runtime, or after
+    upgrading forge. Without a pyproject.toml, writes the one `forge new` would.
+    Otherwise edits only the runtime's dependency and source, and checks that
+    the file still parses to the same thing elsewhere; what it cannot edit
+    safely is refused, with what to change by hand, and nothing is written.
+    """
+    if not root.is_dir():
+        raise ScaffoldError(f"{root} is not a folder", hint="pass the project's folder, e.g. .")
+    wheel_name, wheel_data = wheel.build_wheel()
+    relative = f"{wheel.VENDOR_DIR}/{wheel_name}"
+    path = root / "pyproject.toml"
+    old_wheels: list[Path] = []
+    if path.is_file():
+        before = path.read_text(encoding="utf-8")
+        text, old_paths = _point_at_wheel(path, before, relative)
+        # Old wheels in vendor/ go; a file elsewhere that the path named is not ours.
+        vendor = (root / wheel.VENDOR_DIR).resolve()
+        old_wheels = [
+            root / old
+            for old in old_paths
+            if old != relative and (root / old).resolve().parent == vendor
+        ]
+        state = "unchanged" if text == before else "updated"
+    else:
+        name = root.resolve().name
+        check_project_name(name)
+        template = (TEMPLATES / "project" / "pyproject.toml.tmpl").read_text(encoding="utf-8")
+        text = string.Template(template).substitute(_runtime_values(wheel_name), name=name)
+        state = "written"
+
+    target = wheel.write_wheel(root / wheel.VENDOR_DIR, (wheel_name, wheel_data))
+    if state != "unchanged":
+        path.write_text(text, encoding="utf-8")
+    removed = [old for old in old_wheels if old.is_file()]
+    for old in removed:
+        old.unlink()
+    return Vendored(
+        wheel=target, pyproject=state, removed=removed, locked=(root / "uv.lock").is_file()
+    )
+
+
+def _point_at_wheel(path: Path, text: str, relative: str) -> tuple[str, list[str]]:
+    """`text` (pyproject.toml) with the runtime taken from `relative`; the paths it replaced."""
+    found = pyproject.read(path)
+    by_hand = (
+        f'in pyproject.toml: dependencies = ["{DISTRIBUTION}", ...] and, under '
+        f'[tool.uv.sources], {DISTRIBUTION} = {{ path = "{relative}" }}'
+    )
+    if found.is_runtime:
+        raise ScaffoldError(
+            f"{path} is the runtime's own project: it runs from its source, not a wheel"
+        )
+    data = tomllib.loads(text)
+    for impostor in found.impostors:
+        # The dependency `forge new` wrote before the rename: one string literal.
+        requirements = data["project"]["dependencies"]
+        for literal in [r for r in requirements if pyproject.requirement_name(r) == impostor]:
+            text = _replace_literal(text, literal, DISTRIBUTION, by_hand)
+    if not found.depends and not found.impostors:
+        raise ScaffoldError(
+            f"{path.name} does not depend on {DISTRIBUTION}", hint=f"add it by hand {by_hand}"
+        )
+
+    replaced: list[str] = []
+    entry = f'{DISTRIBUTION} = {{ path = "{relative}" }}'
+    if not found.sources:
+        if not found.has_sources_table:
+            text = text.rstrip("\n") + f"\n\n[tool.uv.sources]\n{entry}\n"
+        else:
+            header = re.compile(r"^\[\s*tool\s*\.\s*uv\s*\.\s*sources\s*\][ \t]*(#.*)?$", re.M)
+            match = header.search(text)
+            if match is None:
+                raise ScaffoldError(
+                    f"cannot add {DISTRIBUTION}'s source to {path.name}'s [tool.uv.sources]",
+                    hint=f"add it by hand {by_hand}",
+                )
+            text = f"{text[: match.end()]}\n{entry}{text[match.end() :]}"
+    else:
+        for source in found.sources:
+            old = source.get("path")
+            if not (isinstance(old, str) and old.endswith(".whl")):
+                raise ScaffoldError(
+                    f"{path.name} takes {DISTRIBUTION} from {source}, not from a wheel",
+                    hint=f"remove that entry from [tool.uv.sources] and run this again, "
+                    f"or change it by hand {by_hand}",
+                )
+            if old != relative:
+                text = _replace_literal(text, old, relative, by_hand)
+            replaced.append(old)
+
+    # Nothing but the runtime's dependency and source may have changed.
+    after = tomllib.loads(text)
+    check = pyproject.read(path, text)
+    if (
+        _without_runtime(after) != _without_runtime(data)
+        or not check.depends
+        or check.impostors
+        or [source.get("path") for source in check.sources] != [relative] * len(check.sources)
+        or not check.sources
+    ):
+        raise ScaffoldError(
+            f"cannot point {path.name} at {relative} safely", hint=f"change it by hand {by_hand}"
+        )
+    return text, replaced
+
+
+def _replace_literal(text: str, old: str, new: str, by_hand: str) -> str:
+    """`text` with the one TOML string literal `old` replaced by `new`."""
+    found = [quoted for quoted in (f'"{old}"', f"'{old}'") if quoted in text]
+    if len(found) != 1 or text.count(found[0]) != 1:
+        raise ScaffoldError(
+            f"cannot find {old!r} once in pyproject.toml", hint=f"change it by hand {by_hand}"
+        )
+    return text.replace(found[0], f'"{new}"')
+
+
+def _without_runtime(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (pyproject.toml) without the runtime's dependency and source, to compare the rest."""
+    rest = copy.deepcopy(data)
+    project = rest.get("project", {})
+    project["dependencies"] = [
+        r
+        for r in project.get("dependencies", [])
+        if pyproject.requirement_name(r) not in {DISTRIBUTION, *pyproject.IMPOSTORS}
+    ]
+    sources = rest.get("tool", {}).get("uv", {}).get("sources", {})
+    for key in [key for key in sources if pyproject.normalize(key) == DISTRIBUTION]:
+        del sources[key]
+    if not sources:
+        rest.get("tool", {}).get("uv", {}).pop("sources", None)
+    uv = rest.get("tool", {}).get("uv")
+    if uv == {}:
+        rest["tool"].pop("uv")
+    if rest.get("tool") == {}:
+        rest.pop("tool")
+    return rest
 
 
 def identifier(name: str) -> str:
