@@ -299,7 +299,7 @@ def test_docker_refuses_a_runtime_from_elsewhere(
     result = project.forge("deploy:docker")
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
-    assert "forge new --vendor-runtime ." in result.stderr
+    assert "forge vendor ." in result.stderr
     assert not (project.root / "Dockerfile").exists()
 
 

@@ -277,12 +277,12 @@ line-length = 100
 
 
 def test_vendor_runtime_updates_a_project(workspace: Workspace) -> None:
-    """forge new --vendor-runtime: an older project moves from the registry name to
+    """forge vendor: an older project moves from the registry name to
     the wheel; after a runtime upgrade, the wheel and its path are replaced."""
     root = workspace.root / "old"
     root.mkdir()
     (root / "pyproject.toml").write_text(OLD_PYPROJECT)
-    result = workspace.forge("new", "--vendor-runtime", "old")
+    result = workspace.forge("vendor", "old")
     assert result.returncode == 0, result.stdout + result.stderr
     wheel = f"vendor/{wheel_name()}"
     assert f"wrote old/{wheel}" in result.stdout
@@ -303,7 +303,7 @@ def test_vendor_runtime_updates_a_project(workspace: Workspace) -> None:
     (root / wheel).unlink()
     (root / "pyproject.toml").write_text(text.replace(wheel, "vendor/" + older.name))
     (root / "uv.lock").write_text("")
-    refreshed = Project(root=root).forge("new", "--vendor-runtime", ".")
+    refreshed = Project(root=root).forge("vendor", ".")
     assert refreshed.returncode == 0, refreshed.stdout + refreshed.stderr
     assert f"removed vendor/{older.name}" in refreshed.stdout
     assert f"uv lock --upgrade-package {DISTRIBUTION}" in refreshed.stdout
@@ -311,14 +311,14 @@ def test_vendor_runtime_updates_a_project(workspace: Workspace) -> None:
     assert sorted(path.name for path in (root / "vendor").iterdir()) == [wheel_name()]
 
     # Again: nothing to change in pyproject.toml.
-    again = Project(root=root).forge("new", "--vendor-runtime", ".")
+    again = Project(root=root).forge("vendor", ".")
     assert again.returncode == 0 and "pyproject.toml" not in again.stdout
 
 
 def test_vendor_runtime_without_a_pyproject(workspace: Workspace) -> None:
     root = workspace.root / "bare"
     root.mkdir()
-    result = Project(root=root).forge("new", "--vendor-runtime", ".")
+    result = Project(root=root).forge("vendor", ".")
     assert result.returncode == 0, result.stderr
     assert "wrote pyproject.toml" in result.stdout
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
@@ -343,7 +343,7 @@ def test_vendor_runtime_refuses_what_it_cannot_edit(
     workspace: Workspace, pyproject: str, message: str
 ) -> None:
     (workspace.root / "pyproject.toml").write_text(pyproject)
-    result = workspace.forge("new", "--vendor-runtime", ".")
+    result = workspace.forge("vendor", ".")
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert (workspace.root / "pyproject.toml").read_text() == pyproject

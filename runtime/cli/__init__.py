@@ -18,6 +18,7 @@ COMMANDS = {
     "serve": "run:run",
     "dev": "dev:dev",
     "new": "new:new",
+    "vendor": "new:vendor",
     "build": "build:build",
     "migrate": "migrate:migrate",
     "migrate:status": "migrate:migrate_status",
@@ -41,7 +42,7 @@ COMMANDS = {
 
 # Commands that work on the project's sources, which a built executable does
 # not have; it leaves them out of its help and refuses them.
-SOURCE_ONLY = {"build", "migrate:new", "deploy:docker", "deploy:k8s", "new", "dev"}
+SOURCE_ONLY = {"build", "migrate:new", "deploy:docker", "deploy:k8s", "new", "vendor", "dev"}
 
 
 class LazyGroup(click.Group):

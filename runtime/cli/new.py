@@ -23,12 +23,6 @@ _HELP_NEXT = {
     "--frontend", is_flag=True, help="Add a SvelteKit app in frontend/ (Svelte 5, adapter-static)."
 )
 @click.option(
-    "--vendor-runtime",
-    is_flag=True,
-    help="Instead of creating a project: put this forge's runtime wheel in the existing "
-    "project NAME (a folder, e.g. .) under vendor/ and point its pyproject.toml at it.",
-)
-@click.option(
     "--directory",
     "-d",
     type=click.Path(file_okay=False, path_type=Path),
@@ -47,7 +41,6 @@ def new(
     first: str,
     second: str | None,
     frontend: bool,
-    vendor_runtime: bool,
     directory: Path | None,
     config_file: str | None,
 ) -> None:
@@ -58,15 +51,9 @@ def new(
     forge new handler NAME        handlers/NAME.py: a route at /api/NAME
     forge new cron NAME           handlers/NAME.py: a @cron task
     forge new job NAME            handlers/NAME.py: a @job and a route that enqueues it
-    forge new --vendor-runtime .  vendor/: this forge's runtime, for the project here
     """
     from ..scaffold import GENERATORS
 
-    if vendor_runtime:
-        if second is not None or frontend:
-            raise click.UsageError("--vendor-runtime takes one project folder and no --frontend")
-        _vendor_runtime((directory or Path.cwd()) / first)
-        return
     if second is None:
         _new_project(first, directory or Path.cwd(), frontend)
         return
@@ -97,10 +84,26 @@ def _new_project(name: str, parent: Path, frontend: bool) -> None:
         click.echo("  (forge run builds frontend/ with npm on its first start and serves it at /)")
 
 
-def _vendor_runtime(root: Path) -> None:
+@click.command("vendor")
+@click.argument(
+    "project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    required=False,
+)
+@reports_errors
+def vendor(project: Path) -> None:
+    """Put this forge's runtime in PROJECT/vendor/ (default: here) and point pyproject.toml at it.
+
+    For a project made by an older forge: run the newer forge's command, e.g.
+    ``uv run --project ~/src/forge forge vendor .``. Only the runtime's
+    dependency and source in pyproject.toml change; what cannot be changed
+    safely is refused, saying what to change by hand.
+    """
     from .. import DISTRIBUTION
     from ..scaffold import vendor_runtime
 
+    root = project
     done = vendor_runtime(root)
     click.echo(f"wrote {_shown(done.wheel)}")
     for old in done.removed:

@@ -53,7 +53,7 @@ def _in_project(settings: Settings, key: str, value: str) -> str:
 
 
 _FIX_RUNTIME = (
-    "forge new --vendor-runtime . puts this forge's runtime in vendor/ as a wheel and "
+    "forge vendor . puts this forge's runtime in vendor/ as a wheel and "
     "points pyproject.toml at it (see docs/development.md)"
 )
 
@@ -121,7 +121,7 @@ def runtime_source(settings: Settings) -> list[str]:
             raise ConfigError(
                 f"pyproject.toml takes {DISTRIBUTION} from {relative}, which .dockerignore "
                 "leaves out of the build context",
-                hint="move it, e.g. to vendor/ (forge new --vendor-runtime . does)",
+                hint="move it, e.g. to vendor/ (forge vendor . does)",
             )
     paths = [str(source["path"]) for source in found.sources if "path" in source]
     if not paths:
