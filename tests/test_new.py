@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 from conftest import REPO, Project, skip_or_fail
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import runtime
 from runtime import DISTRIBUTION
@@ -34,6 +36,7 @@ from runtime.scaffold import (
     forge_toml,
     identifier,
 )
+from runtime.scaffold import pins as project_pins
 from runtime.scaffold.wheel import build_wheel, wheel_name
 
 # Unrelated projects on the public registry: a generated project must never get them.
@@ -118,6 +121,17 @@ def assert_runs_this_runtime(
     assert DISTRIBUTION in listed
     assert not IMPOSTORS & set(listed), sorted(listed)
 
+    # The rest is exactly what this runtime's CI tested, whatever has been released since.
+    tested = {canonicalize_name(Requirement(pin).name): pin for pin in project_pins.tested_pins()}
+    installed = {name: item["version"] for name, item in listed.items() if name != DISTRIBUTION}
+    assert installed.keys() <= tested.keys(), sorted(installed.keys() - tested.keys())
+    different = [
+        f"{name} {version}, tested {tested[name]}"
+        for name, version in installed.items()
+        if not Requirement(tested[name]).specifier.contains(version)
+    ]
+    assert not different, different
+
 
 @dataclass
 class Workspace:
@@ -178,6 +192,7 @@ def test_new_project_layout(workspace: Workspace) -> None:
     assert pyproject["project"]["dependencies"] == [DISTRIBUTION]
     wheel = f"vendor/{wheel_name()}"
     assert pyproject["tool"]["uv"]["sources"] == {DISTRIBUTION: {"path": wheel}}
+    assert pyproject["tool"]["uv"]["constraint-dependencies"] == project_pins.tested_pins()
     assert (root / wheel).is_file()
     assert wheel.startswith("vendor/forge_for_python-")
     assert "vendor" not in (root / ".gitignore").read_text()
@@ -293,15 +308,21 @@ def test_vendor_runtime_updates_a_project(workspace: Workspace) -> None:
     assert pyproject["project"]["dependencies"] == [DISTRIBUTION, "httpx>=0.28"]
     assert pyproject["tool"] == {
         "ruff": {"line-length": 100},
-        "uv": {"sources": {DISTRIBUTION: {"path": wheel}}},
+        "uv": {
+            "sources": {DISTRIBUTION: {"path": wheel}},
+            "constraint-dependencies": project_pins.tested_pins(),
+        },
     }
     assert (root / wheel).read_bytes() == build_wheel()[1]
 
-    # A project vendored by an older forge, with a lock file that records its hash.
+    # A project vendored by an older forge, whose runtime was tested with an older
+    # Litestar, with a lock file that records the wheel's hash.
     older = root / "vendor" / "forge_for_python-0.0.1-py3-none-any.whl"
     shutil.copy(root / wheel, older)
     (root / wheel).unlink()
-    (root / "pyproject.toml").write_text(text.replace(wheel, "vendor/" + older.name))
+    [litestar] = [pin for pin in project_pins.tested_pins() if pin.startswith("litestar==")]
+    stale = text.replace(wheel, "vendor/" + older.name).replace(litestar, "litestar==2.0.0")
+    (root / "pyproject.toml").write_text(stale)
     (root / "uv.lock").write_text("")
     refreshed = Project(root=root).forge("vendor", ".")
     assert refreshed.returncode == 0, refreshed.stdout + refreshed.stderr
@@ -313,6 +334,23 @@ def test_vendor_runtime_updates_a_project(workspace: Workspace) -> None:
     # Again: nothing to change in pyproject.toml.
     again = Project(root=root).forge("vendor", ".")
     assert again.returncode == 0 and "pyproject.toml" not in again.stdout
+
+
+def test_vendor_leaves_a_projects_own_uv_settings_alone(workspace: Workspace) -> None:
+    """A project with [tool.uv] settings of its own gets the wheel, not the tested
+    versions, and is told so."""
+    root = workspace.root / "own"
+    root.mkdir()
+    own = OLD_PYPROJECT + "\n[tool.uv]\ncompile-bytecode = true\n"
+    (root / "pyproject.toml").write_text(own)
+    result = workspace.forge("vendor", "own")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "were not added" in result.stdout
+    uv = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["uv"]
+    assert uv == {
+        "compile-bytecode": True,
+        "sources": {DISTRIBUTION: {"path": f"vendor/{wheel_name()}"}},
+    }
 
 
 def test_vendor_runtime_without_a_pyproject(workspace: Workspace) -> None:

@@ -7,11 +7,15 @@ vulnerable release in. `.ci/run` audits what the ranges resolve to.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import tomllib
 
 import pytest
 from conftest import REPO
 from packaging.requirements import Requirement
+
+from runtime.scaffold import pins as project_pins
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
@@ -81,3 +85,22 @@ def test_the_pins_name_no_host() -> None:
             requirement = Requirement(pin)
             assert requirement.url is None and "://" not in pin, f"{key}: {pin!r} names a location"
             assert [s.operator for s in requirement.specifier] == ["=="], f"{key}: {pin!r}"
+
+
+def test_projects_get_the_tested_set_of_the_runtimes_dependencies() -> None:
+    """runtime/scaffold/pins.txt, which `forge new` writes into a project, is the locked
+    set of the runtime's own dependencies (no dev tools), at the versions pinned here."""
+    uv = shutil.which("uv")
+    if uv is None or not (REPO / "uv.lock").is_file():
+        pytest.skip("needs uv and uv.lock: run the suite with `uv run pytest`")
+    exported = subprocess.run(
+        [uv, "export", "--quiet", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project",
+         "--format", "requirements-txt", "--no-header", "--no-annotate"],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    locked = sorted(line.strip() for line in exported.splitlines() if "==" in line)
+    assert project_pins.tested_pins() == locked, "runtime/scaffold/pins.txt is stale: run .ci/pin"
+    pinned = {
+        pin.split(";")[0].strip() for pin in PYPROJECT["tool"]["uv"]["constraint-dependencies"]
+    }
+    assert {pin.split(";")[0].strip() for pin in project_pins.tested_pins()} <= pinned

@@ -79,7 +79,8 @@ def _new_project(name: str, parent: Path, frontend: bool) -> None:
     click.echo("")
     click.echo("next:")
     click.echo(f"  cd {_shown(root)}")
-    click.echo("  forge dev     # http://127.0.0.1:8000/api/hello, restarted on every change")
+    # uv run: the project's own environment, with its vendored runtime and dependencies.
+    click.echo("  uv run forge dev   # http://127.0.0.1:8000/api/hello, restarted on every change")
     if frontend:
         click.echo("  (forge run builds frontend/ with npm on its first start and serves it at /)")
 
@@ -111,6 +112,11 @@ def vendor(project: Path) -> None:
     if done.pyproject != "unchanged":
         verb = "wrote" if done.pyproject == "written" else done.pyproject
         click.echo(f"{verb} {_shown(root / 'pyproject.toml')}")
+    if not done.pinned:
+        click.echo(
+            "note: pyproject.toml has [tool.uv] settings of its own, so the versions this "
+            "runtime was tested with were not added (see docs/development.md)"
+        )
     if done.locked:
         # uv.lock records the wheel's hash: without relocking, uv refuses the new one.
         click.echo(f"next: uv lock --upgrade-package {DISTRIBUTION} && uv sync")

@@ -25,7 +25,7 @@ import tomli_w
 
 from .. import DISTRIBUTION, __version__
 from ..errors import ForgeError
-from . import pyproject, wheel
+from . import pins, pyproject, wheel
 
 TEMPLATES = Path(__file__).parent / "templates"
 GENERATORS = ("handler", "cron", "job")
@@ -212,6 +212,7 @@ def _runtime_values(wheel_name: str) -> dict[str, str]:
         "distribution": DISTRIBUTION,
         "runtime_version": __version__,
         "runtime_wheel": f"{wheel.VENDOR_DIR}/{wheel_name}",
+        "pins": pins.block(),
     }
 
 
@@ -226,6 +227,8 @@ class Vendored:
     """Wheels of another runtime version that pyproject.toml no longer names."""
     locked: bool
     """The project has a uv.lock: it records the wheel's hash, so it needs relocking."""
+    pinned: bool
+    """pyproject.toml holds the runtime's tested versions (not when it has [tool.uv] of its own)."""
 
 
 def vendor_runtime(root: Path) -> Vendored:
@@ -246,6 +249,7 @@ def vendor_runtime(root: Path) -> Vendored:
     if path.is_file():
         before = path.read_text(encoding="utf-8")
         text, old_paths = _point_at_wheel(path, before, relative)
+        text, pinned = _with_pins(text)
         # Old wheels in vendor/ go; a file elsewhere that the path named is not ours.
         vendor = (root / wheel.VENDOR_DIR).resolve()
         old_wheels = [
@@ -259,7 +263,7 @@ def vendor_runtime(root: Path) -> Vendored:
         check_project_name(name)
         template = (TEMPLATES / "project" / "pyproject.toml.tmpl").read_text(encoding="utf-8")
         text = string.Template(template).substitute(_runtime_values(wheel_name), name=name)
-        state = "written"
+        state, pinned = "written", True
 
     target = wheel.write_wheel(root / wheel.VENDOR_DIR, (wheel_name, wheel_data))
     if state != "unchanged":
@@ -268,8 +272,23 @@ def vendor_runtime(root: Path) -> Vendored:
     for old in removed:
         old.unlink()
     return Vendored(
-        wheel=target, pyproject=state, removed=removed, locked=(root / "uv.lock").is_file()
+        wheel=target,
+        pyproject=state,
+        removed=removed,
+        locked=(root / "uv.lock").is_file(),
+        pinned=pinned,
     )
+
+
+def _with_pins(text: str) -> tuple[str, bool]:
+    """`text` (pyproject.toml) with the runtime's tested versions, and whether they are in."""
+    pinned = pins.rewrite(text, tomllib.loads(text))
+    if pinned is None:
+        return text, False
+    # Nothing but the managed constraints may differ.
+    if pins.without_pins(tomllib.loads(pinned)) != pins.without_pins(tomllib.loads(text)):
+        return text, False
+    return pinned, True
 
 
 def _point_at_wheel(path: Path, text: str, relative: str) -> tuple[str, list[str]]:
