@@ -321,6 +321,16 @@ def _small_app(project: Project, **settings: str) -> None:
             path.unlink()
 
 
+def _many_routes(count: int) -> str:
+    routes = [
+        f'@get("/r{i}/{{item_id:int}}")\n'
+        f"async def r{i}(item_id: int, q: str = '') -> dict[str, int]:\n"
+        "    return {'id': item_id}\n"
+        for i in range(count)
+    ]
+    return "from litestar import get\n\n\n" + "\n\n".join(routes)
+
+
 @pytest.mark.slow
 def test_a_failed_boot_exits_at_once_every_time(project: Project) -> None:
     """A boot that fails exits within 2 s, over many tries.
@@ -330,6 +340,9 @@ def test_a_failed_boot_exits_at_once_every_time(project: Project) -> None:
     app swallowed the SIGTERM of the shutdown and then served on.
     """
     _small_app(project)
+    # Enough routes that a worker is still assembling the app when the boot fails
+    # (before the fix, nearly every try then hung until the 32 s kill bound).
+    project.write("handlers/many.py", _many_routes(150))
     project.write("migrations/0009_broken.sql", "-- @up\nCREATE TABLE broken (;\n-- @down\n")
     for attempt in range(TRIES):
         node = project.start()
