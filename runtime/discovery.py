@@ -13,7 +13,6 @@ import importlib
 import inspect
 import re
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +22,7 @@ from litestar import Controller, Router
 from litestar.handlers import BaseRouteHandler
 
 from .cluster.leader import DaemonTask
-from .errors import HandlerError
+from .errors import HandlerError, line_in
 from .jobs import JobTask
 from .scheduler import CronTask
 
@@ -182,19 +181,12 @@ def _import(name: str, file: Path, root: Path) -> ModuleType:
             hint="fix the syntax error, or move the file out of the handlers folder",
         ) from None
     except Exception as exc:
+        line = line_in(exc, file)
+        where = f"{shown}:{line}" if line else shown
         raise HandlerError(
-            f"{_failing_line(exc, file, root) or shown}: cannot import handler module: "
-            f"{type(exc).__name__}: {exc}",
+            f"{where}: cannot import handler module: {type(exc).__name__}: {exc}",
             hint="fix the error above; the module is imported when the app boots",
         ) from None
-
-
-def _failing_line(exc: BaseException, file: Path, root: Path) -> str | None:
-    frames = traceback.extract_tb(exc.__traceback__)
-    for frame in reversed(frames):
-        if Path(frame.filename).resolve() == file.resolve():
-            return f"{relative_path(file, root)}:{frame.lineno}"
-    return None
 
 
 def relative_path(file: Path, root: Path) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class ForgeError(Exception):
     """A problem the user can fix; the CLI prints it and exits with `exit_code`.
@@ -41,3 +43,15 @@ def first_line(exc: BaseException) -> str:
 def describe(exc: BaseException) -> str:
     """``Type: first line``: an exception in one line, for a log or a stored error."""
     return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+def line_in(exc: BaseException, file: Path) -> int | None:
+    """The line of `file` where `exc` was raised, or that it passed through last."""
+    target = file.resolve()
+    line = None
+    traceback = exc.__traceback__
+    while traceback is not None:
+        if Path(traceback.tb_frame.f_code.co_filename).resolve() == target:
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return line

@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..config import Settings
-from ..errors import ForgeError, first_line
+from ..errors import ForgeError, first_line, line_in
 from ..redact import REDACTED, redact_url, secret_values
 from . import checksums
 from .checksums import Changed
@@ -643,20 +643,8 @@ def _failure(
             f"{chain} migration {where}{line} failed in "
             f"{statement_summary(exc.statement)!r}: {_error(cause)}"
         )
-    line = _raising_line(exc, Path(script.path))
+    line = line_in(exc, Path(script.path))
     return f"{chain} migration {where}{f':{line}' if line else ''} failed: {_error(exc)}"
-
-
-def _raising_line(exc: BaseException, path: Path) -> int | None:
-    """The line of the revision file where `exc` was raised, or passed through last."""
-    target = path.resolve()
-    line = None
-    traceback = exc.__traceback__
-    while traceback is not None:
-        if Path(traceback.tb_frame.f_code.co_filename).resolve() == target:
-            line = traceback.tb_lineno
-        traceback = traceback.tb_next
-    return line
 
 
 def _error(exc: BaseException) -> str:
