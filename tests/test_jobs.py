@@ -11,8 +11,10 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -463,3 +465,29 @@ def test_jobs_disabled_node_runs_none(project: Project) -> None:
     refused = project.forge("jobs:work", env={"FORGE_JOBS__ENABLED": "false"})
     assert refused.returncode == 1 and "[jobs].enabled is false" in refused.stderr
     assert node.stop() == 0
+
+
+def test_retry_waits_for_a_writer_on_sqlite(project: Project) -> None:
+    """jobs:retry reads, then writes: while a node writes, it waits instead of failing."""
+    configure(project, SQLITE_URL)
+    assert project.forge("migrate").returncode == 0
+    query(
+        project,
+        SQLITE_URL,
+        "INSERT INTO forge_jobs (name, queue, priority, args, status, attempt, run_at, created_at)"
+        " VALUES ('handlers.jobtest.flaky', 'default', 0, '{}', 'dead', 3,"
+        " '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+    )
+    writer = sqlite3.connect(project.root / "app.db", isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE forge_jobs SET priority = 1")
+    releases = threading.Timer(1.5, writer.execute, ("COMMIT",))
+    releases.start()
+    try:
+        retried = project.forge("jobs:retry", "1")
+    finally:
+        releases.join()
+        writer.close()
+    assert retried.returncode == 0, retried.stderr
+    assert "requeued job 1" in retried.stdout
+    assert job_row(project, SQLITE_URL, 1)["status"] == "queued"

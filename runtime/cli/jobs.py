@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import config
 from ..boot import prepare
+from ..db import session_engine
 from ..db.faults import is_unavailable
 from ..db.times import as_utc
 from ..errors import ForgeError, first_line
@@ -76,10 +77,15 @@ async def _overview(
     except SQLAlchemyError as exc:
         if is_unavailable(exc):
             raise  # with_database names the database; migrating would not help
-        raise ForgeError(
-            f"cannot read forge_jobs: {first_line(exc)}",
-            hint="run forge migrate first",
-        ) from None
+        raise ForgeError(f"cannot read forge_jobs: {first_line(exc)}", hint=_hint(exc)) from None
+
+
+def _hint(exc: SQLAlchemyError) -> str | None:
+    """Migrating helps only if the runtime's tables are missing."""
+    text = str(exc).lower()
+    if "no such table" in text or "does not exist" in text:
+        return "run forge migrate first"
+    return None
 
 
 def _when(moment: datetime | None) -> str:
@@ -112,7 +118,8 @@ def jobs_retry(config_file: str | None, job_id: int | None, dead: bool) -> None:
 
 async def _retry(engine: AsyncEngine, job_id: int | None) -> int:
     try:
-        async with engine.begin() as connection:
+        # IMMEDIATE on SQLite: it reads, then writes, while a node may be writing.
+        async with session_engine(engine).begin() as connection:
             if job_id is not None:
                 status = await connection.scalar(select(jobs.c.status).where(jobs.c.id == job_id))
                 if status is None:
@@ -142,10 +149,7 @@ async def _retry(engine: AsyncEngine, job_id: int | None) -> int:
     except SQLAlchemyError as exc:
         if is_unavailable(exc):
             raise  # with_database names the database; migrating would not help
-        raise ForgeError(
-            f"cannot update forge_jobs: {first_line(exc)}",
-            hint="run forge migrate first",
-        ) from None
+        raise ForgeError(f"cannot update forge_jobs: {first_line(exc)}", hint=_hint(exc)) from None
 
 
 @click.command("jobs:work")
