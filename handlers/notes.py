@@ -15,7 +15,7 @@ from sqlalchemy import delete as delete_rows
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runtime import Ctx
-from runtime.http_errors import ErrorBody
+from runtime.http.errors import ErrorBody
 
 
 class Base(DeclarativeBase):

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .cluster.leader import daemon
     from .context import Context, Ctx, MissingEnvError
-    from .jobs import job
-    from .scheduler import cron
+    from .tasks.crons import cron
+    from .tasks.jobs import job
 
 __all__ = ["Context", "Ctx", "MissingEnvError", "__version__", "cron", "daemon", "job"]
 
@@ -37,7 +37,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(context, name)
     if name == "cron":
-        from .scheduler import cron
+        from .tasks.crons import cron
 
         return cron
     if name == "daemon":
@@ -45,7 +45,7 @@ def __getattr__(name: str) -> Any:
 
         return daemon
     if name == "job":
-        from .jobs import job
+        from .tasks.jobs import job
 
         return job
     raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from litestar import Request
 
     from .config import Settings
-    from .jobs import JobInfo, JobTask
+    from .tasks.jobs import JobInfo, JobTask
 
 _MISSING: Any = object()
 
@@ -147,7 +147,7 @@ class Context:
         **kwargs: Any,
     ) -> int:
         """Enqueue the `job` `task` in this context's transaction; the job's id."""
-        from .jobs import enqueue
+        from .tasks.jobs import enqueue
 
         return await enqueue(self.db, task, delay=delay, idempotency_key=idempotency_key, **kwargs)
 

@@ -20,16 +20,17 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from . import config, discovery
-from .api_docs import API_DOCS_PATH, SCHEMA_PATH, api_docs_enabled
+from . import config
 from .cluster.leader import DaemonTask
 from .config import Settings
 from .config.sources import read_toml
 from .errors import ConfigError, ForgeError, HandlerError
-from .jobs import JobTask
-from .probes import HEALTH_PATH, METRICS_PATH, READY_PATH
+from .http.api_docs import API_DOCS_PATH, SCHEMA_PATH, api_docs_enabled
+from .http.probes import HEALTH_PATH, METRICS_PATH, READY_PATH
+from .project import discovery
 from .redact import REDACTED, is_secret_name, redact_url, redact_value
-from .scheduler import CronTask
+from .tasks.crons import CronTask
+from .tasks.jobs import JobTask
 
 DB_TIMEOUT = 5.0
 """Seconds `check` gives the database to connect and answer."""
@@ -304,7 +305,7 @@ def _checks(run: CheckRun) -> Iterator[Check]:
         hint = (f"hint: {exc.hint}",) if exc.hint else ()
         yield Check("FAIL", "configuration", header, (*(line.strip() for line in rest), *hint))
         return
-    from .log import configure_logging
+    from .observe.log import configure_logging
 
     configure_logging(settings)
     yield Check(
@@ -361,7 +362,7 @@ def _check_handlers(settings: Settings) -> Generator[Check, None, discovery.Disc
 def _check_routes(settings: Settings, found: discovery.Discovery) -> Iterator[Check]:
     from litestar.exceptions import ImproperlyConfiguredException
 
-    from .app import create_app
+    from .http.app import create_app
 
     root = settings.app_root
     try:

@@ -15,7 +15,7 @@ from conftest import Project
 
 from runtime import config
 from runtime.errors import ConfigError
-from runtime.internal import FORBIDDEN_BODY, InternalAccess, forbid, is_internal_path
+from runtime.http.internal import FORBIDDEN_BODY, InternalAccess, forbid, is_internal_path
 
 TOKEN = "internal-token-0123456789abcdef"
 

@@ -16,7 +16,7 @@ import sys
 import pytest
 from conftest import Node, Project
 
-from runtime.log import AccessLog, JsonFormatter, TextFormatter, set_node_id, use_color
+from runtime.observe.log import AccessLog, JsonFormatter, TextFormatter, set_node_id, use_color
 
 EXPLODE = """
     from litestar import get

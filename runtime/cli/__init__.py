@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .. import DISTRIBUTION
-from ..bundle import bundled_app
+from ..config.bundle import bundled_app
 
 # Command name -> "module:function". Modules load only when their command runs,
 # so `forge migrate` does not import the web stack, nor `forge run` Alembic's

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from .. import config
-from ..boot import prepare
 from ..frontend.build import ensure_built
-from ..log import configure_logging
+from ..node.boot import prepare
+from ..observe.log import configure_logging
 from .common import config_option, reports_errors
 
 

@@ -52,7 +52,7 @@ def _echo_check(result: Check) -> None:
 @reports_errors
 def routes(config_file: str | None, as_json: bool) -> None:
     """List every route (method, path, handler file:function), cron, daemon and job."""
-    from ..discovery import discover_app
+    from ..project.discovery import discover_app
 
     settings = config.load(config_file)
     found = discover_app(settings)

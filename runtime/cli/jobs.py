@@ -11,12 +11,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import config
-from ..boot import prepare
 from ..db import session_engine
 from ..db.faults import is_unavailable
 from ..db.times import as_utc
 from ..errors import ForgeError, first_line
-from ..jobs import DEAD, QUEUED, RUNNING, STATES, jobs, notify
+from ..node.boot import prepare
+from ..tasks.jobs import DEAD, QUEUED, RUNNING, STATES, jobs, notify
 from .common import check_database, config_option, reports_errors, with_database
 
 RECENT_FAILURES = 10
@@ -158,7 +158,7 @@ async def _retry(engine: AsyncEngine, job_id: int | None) -> int:
 @reports_errors
 def jobs_work(config_file: str | None, no_migrate: bool) -> None:
     """A node without HTTP that runs jobs (and crons and daemons); drains on SIGTERM."""
-    from ..worker_node import run_worker_node
+    from ..node.worker import run_worker_node
 
     settings = config.load(config_file)
     if not settings.jobs.enabled:

@@ -13,7 +13,7 @@ from .. import config
 from ..config import Settings
 from ..db.migrate import Applied, MigrationError, Migrator, Report
 from ..db.revisions import new_revision_file
-from ..log import configure_logging
+from ..observe.log import configure_logging
 from .common import config_option, reports_errors
 
 log = logging.getLogger("forge.migrate")
@@ -196,7 +196,7 @@ def migrate_new(message: str, config_file: str | None, sql: bool) -> None:
     code: tuple[str, str] | None = None
     note = ""
     if not sql:
-        from ..discovery import declared_metadata, discover_app
+        from ..project.discovery import declared_metadata, discover_app
 
         found = discover_app(settings)
         metadata = declared_metadata(found.modules)

@@ -8,7 +8,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from .. import config
 from ..cluster.registry import list_nodes
 from ..db.times import as_utc, utcnow
-from ..log import configure_logging
+from ..observe.log import configure_logging
 from .common import config_option, reports_errors, with_database
 
 

@@ -11,10 +11,10 @@ import sys
 import click
 
 from .. import config
-from ..boot import prepare, warn_if_frontend_missing
 from ..errors import ConfigError
 from ..frontend.build import ensure_built
-from ..log import configure_logging
+from ..node.boot import prepare, warn_if_frontend_missing
+from ..observe.log import configure_logging
 from ..processes import bind_error
 from .common import config_option, reports_errors
 
@@ -40,7 +40,7 @@ def run(
     Workers answer /_api/health at once; /_api/ready turns 200 once migrations
     have been applied under the cluster-wide lock.
     """
-    from ..server import serve
+    from ..node.server import serve
 
     overrides = {"server": {"host": host, "port": port, "workers": workers}}
     settings = config.load(config_file, overrides=overrides)

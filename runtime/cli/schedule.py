@@ -14,13 +14,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from .. import config
-from ..boot import prepare
 from ..cluster.registry import NodeInfo, Registry
 from ..config import Settings
 from ..context import Env, run_in_context
 from ..db.faults import is_unavailable
 from ..errors import ForgeError, describe
-from ..scheduler import CronTask, Scheduler, abandon_runs_of, cron_runs
+from ..node.boot import prepare
+from ..tasks.crons import CronTask, Scheduler, abandon_runs_of, cron_runs
 from .common import check_database, config_option, reports_errors, with_database
 
 log = logging.getLogger("forge.scheduler")
@@ -204,7 +204,7 @@ async def _register(registry: Registry) -> bool:
 @reports_errors
 def schedule_work(config_file: str | None, no_migrate: bool) -> None:
     """A scheduler-only node: cron tasks and daemons, no HTTP; drains on SIGTERM."""
-    from ..worker_node import run_worker_node
+    from ..node.worker import run_worker_node
 
     settings = config.load(config_file)
     found = prepare(settings)

@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..bundle import bundled_app
 from ..errors import ConfigError
+from .bundle import bundled_app
 from .errors import describe_validation_error
 from .models import ACTIVE_LAYERS, Settings
 from .sources import Layer, env_layer, interpolate, read_dotenv, read_toml

@@ -178,7 +178,7 @@ def driver_message(error: BaseException) -> str:
 def database_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     """Litestar exception handler for SQLAlchemy errors: 503 when unavailable, else as usual."""
     if is_unavailable(error):
-        from ..http_errors import error_response
+        from ..http.errors import error_response
 
         _reporter.report(request, error)
         return error_response(

@@ -1,7 +1,7 @@
 """``forge build``: the whole app as one executable (a PyInstaller one-file build).
 
 The executable carries the Python runtime, the dependencies, forge.toml, the
-handlers, both migration chains and the frontend build. `runtime.bundle` is
+handlers, both migration chains and the frontend build. `runtime.config.bundle` is
 how it finds them again when it runs.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import DISTRIBUTION
-from ..bundle import BUNDLE_DIR
 from ..config import Settings
+from ..config.bundle import BUNDLE_DIR
 from ..db.migrate import RUNTIME_SCHEMA
 from ..errors import ForgeError
 from ..frontend import has_frontend

@@ -22,7 +22,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 from litestar.types import Scope
 
-from .context import Context, context_for_scope
+from ..context import Context, context_for_scope
 
 CTX = "ctx"
 _WRAPPED = "__forge_context__"

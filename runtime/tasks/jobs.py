@@ -10,7 +10,7 @@
 
 A job is a row in ``forge_jobs``, inserted through the request's own session:
 if the handler rolls back, the job never existed. Every node runs workers
-(`runtime.jobs.worker`) that claim rows, run them with a fresh ``ctx`` and
+(`runtime.tasks.job_worker`) that claim rows, run them with a fresh ``ctx`` and
 record how it went. Delivery is at least once: a job whose node dies goes back
 to the queue, so a job must tolerate running again (``ctx.job.attempt``).
 """

@@ -29,12 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .processes import pid_alive
+from ..processes import pid_alive
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from .lifecycle import LocalStatus, SharedStatus
+    from ..node.lifecycle import LocalStatus, SharedStatus
 
 log = logging.getLogger("forge.metrics")
 
@@ -188,7 +188,7 @@ class _NodeCollector:
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
-        from .lifecycle import NodeStatus
+        from ..node.lifecycle import NodeStatus
 
         status = self.status.get()
         state = GaugeMetricFamily(

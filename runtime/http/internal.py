@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from .config import Settings
+    from ..config import Settings
 
 INTERNAL_PREFIXES = frozenset({"metrics", "docs"})
 """The segments after ``/_api/`` that are restricted."""

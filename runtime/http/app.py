@@ -18,27 +18,27 @@ from litestar.handlers import BaseRouteHandler
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from . import config
+from .. import config
+from ..context import Env, provide_context
+from ..db import create_engine, session_engine
+from ..db.faults import database_error
+from ..errors import HandlerError
+from ..frontend import Frontend, has_frontend
+from ..node.lifecycle import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, report_cut
+from ..observe.log import AccessLog, configure_logging, log_exception, set_node_id
+from ..observe.metrics import RequestMetrics, watch_pool
+from ..project.discovery import Mount, discover_app, location_of
 from .api_docs import openapi_config
-from .context import Env, provide_context
-from .db import create_engine, session_engine
-from .db.faults import database_error
-from .discovery import Mount, discover_app, location_of
-from .errors import HandlerError
-from .frontend import Frontend, has_frontend
+from .errors import ForgeRequest, exception_handlers
 from .gateway import Gateway
-from .http_errors import ForgeRequest, exception_handlers
 from .injection import inject_context
 from .internal import InternalAccess
-from .lifecycle import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, report_cut
-from .log import AccessLog, configure_logging, log_exception, set_node_id
-from .metrics import RequestMetrics, watch_pool
 from .probes import Probes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from .config import Settings
+    from ..config import Settings
 
 
 def create_app(

@@ -6,13 +6,13 @@ import logging
 
 from litestar.exceptions import ImproperlyConfiguredException
 
-from .app import create_app
-from .config import Settings
-from .db import database_url
-from .discovery import Discovery, discover_app
-from .errors import HandlerError
-from .frontend import has_frontend
-from .log import configure_logging
+from ..config import Settings
+from ..db import database_url
+from ..errors import HandlerError
+from ..frontend import has_frontend
+from ..http.app import create_app
+from ..observe.log import configure_logging
+from ..project.discovery import Discovery, discover_app
 
 log = logging.getLogger("forge.boot")
 

@@ -38,9 +38,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .db.times import as_utc, utcnow
-from .metrics import count_cron_run
-from .redact import scrub
+from ..db.times import as_utc, utcnow
+from ..observe.metrics import count_cron_run
+from ..redact import scrub
 
 log = logging.getLogger("forge.scheduler")
 

@@ -17,7 +17,7 @@ the 404 and 405 its router raises::
 
 A server error (500) carries nothing about the exception, in any environment
 (a development server is exposed more often than one thinks): its type,
-message and traceback are logged (`runtime.log.log_exception`) with the same
+message and traceback are logged (`runtime.observe.log.log_exception`) with the same
 request id, which the response carries.
 """
 

@@ -15,10 +15,10 @@ import signal
 import threading
 from typing import Any
 
-from .config import Settings
-from .discovery import Discovery
+from ..config import Settings
+from ..observe.log import announce
+from ..project.discovery import Discovery
 from .lifecycle import LocalStatus, Node, NodeStatus
-from .log import announce
 
 log = logging.getLogger("forge.node")
 
@@ -37,7 +37,7 @@ def run_worker_node(
 
     boot = None
     if migrate:
-        from .cli.migrate import apply_migrations
+        from ..cli.migrate import apply_migrations
 
         boot = functools.partial(apply_migrations, settings, quiet_when_current=True)
     node = Node(

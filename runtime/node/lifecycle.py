@@ -21,18 +21,18 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cluster.registry import NodeInfo, Registry
+from ..db import create_engine
+from ..errors import describe
+from ..observe.log import set_node_id
+from ..observe.metrics import watch_pool
+from ..processes import pid_alive
+from ..tasks.crons import abandon_runs_of
+from ..tasks.jobs import requeue_orphans
 from .background import Background
-from .cluster.registry import NodeInfo, Registry
-from .db import create_engine
-from .errors import describe
-from .jobs import requeue_orphans
-from .log import set_node_id
-from .metrics import watch_pool
-from .processes import pid_alive
-from .scheduler import abandon_runs_of
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from ..config import Settings
 
 log = logging.getLogger("forge.node")
 

@@ -2,7 +2,7 @@
 
 It answers the probes (and ``/_api/metrics``), refuses the internal endpoints
 to clients ``[server].internal_allow`` and ``internal_token`` do not let in
-(`runtime.internal`), gives every request an id (``X-Request-ID``), writes the
+(`runtime.http.internal`), gives every request an id (``X-Request-ID``), writes the
 access log, counts requests for the metrics and keeps track of those in
 flight. It is a plain ASGI callable rather than Litestar middleware because
 Litestar answers 404 and 405 before its middleware runs, and every request
@@ -21,9 +21,9 @@ from typing import Any
 
 from litestar.utils import normalize_path
 
+from ..observe.log import AccessLog
+from ..observe.metrics import DRAINING_ROUTE, RequestMetrics, route_label
 from .internal import InternalAccess, forbid
-from .log import AccessLog
-from .metrics import DRAINING_ROUTE, RequestMetrics, route_label
 from .probes import Probes
 
 drain_log = logging.getLogger("forge.drain")

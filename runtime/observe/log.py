@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
-from .redact import remember_secrets, scrub
+from ..redact import remember_secrets, scrub
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from ..config import Settings
 
 Format = Literal["json", "text"]
 
@@ -220,7 +220,7 @@ def log_exception(exception: BaseException, scope: Any) -> None:
     status = getattr(exception, "status_code", 500)
     if status < 500:
         return
-    from .db.faults import is_unavailable  # here: importing runtime.db loads SQLAlchemy
+    from ..db.faults import is_unavailable  # here: importing runtime.db loads SQLAlchemy
 
     if is_unavailable(exception):
         return  # a 503, logged by runtime.db.faults as a rate-limited warning

@@ -12,7 +12,7 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from ..config import Settings
 
 API_DOCS_PATH = "/_api/docs"
 SCHEMA_PATH = f"{API_DOCS_PATH}/openapi.json"

@@ -32,9 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from ..context import Context, Env
 from ..db.times import utcnow
 from ..errors import describe
-from ..metrics import count_job
+from ..observe.metrics import count_job
 from ..redact import scrub
-from . import CHANNEL, DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, JobTask, jobs, notify
+from .jobs import CHANNEL, DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, JobTask, jobs, notify
 
 log = logging.getLogger("forge.jobs")
 

@@ -1,7 +1,7 @@
 """Run the app on Granian, with the node's boot and drain around the workers.
 
 Granian's main process binds the socket and supervises worker processes; each
-worker builds the app (`runtime.app.app_for_worker`) and serves it. This module
+worker builds the app (`runtime.http.app.app_for_worker`) and serves it. This module
 adds what Granian lacks:
 
 - a boot (migrations, registration) that runs while workers already answer
@@ -32,10 +32,10 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import MPServer
 
-from . import metrics
-from .config import Settings
+from ..config import Settings
+from ..observe import metrics
+from ..observe.log import announce, granian_log_config
 from .lifecycle import DRAIN_SIGNAL, WAKE_SIGNAL, Node, SharedStatus, cut_reports
-from .log import announce, granian_log_config
 
 log = logging.getLogger("forge.server")
 
@@ -207,7 +207,7 @@ def serve(
         settings=settings,
         status=status,
         node=node,
-        target="runtime.app:app_for_worker",
+        target="runtime.http.app:app_for_worker",
         address=settings.server.host,
         port=settings.server.port,
         interface=Interfaces.ASGI,
@@ -244,7 +244,7 @@ def _load_app(
     # A process group of its own: Ctrl-C in a terminal or a signal to the whole
     # group reaches only the main process, which drains the workers in order.
     os.setpgid(0, 0)
-    from .app import app_for_worker
+    from ..http.app import app_for_worker
 
     return app_for_worker(config_file, overrides, status_file, node_id)
 

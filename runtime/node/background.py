@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from .cluster.leader import DaemonTask, Leadership, lock_file_for
-from .context import Env, run_in_context
-from .db import create_engine, database_url, is_sqlite, session_engine
-from .jobs import JobTask
-from .jobs.worker import JobWorkers, sessionmaker_context
-from .scheduler import CronTask, Scheduler
+from ..cluster.leader import DaemonTask, Leadership, lock_file_for
+from ..context import Env, run_in_context
+from ..db import create_engine, database_url, is_sqlite, session_engine
+from ..tasks.crons import CronTask, Scheduler
+from ..tasks.job_worker import JobWorkers, sessionmaker_context
+from ..tasks.jobs import JobTask
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from ..config import Settings
 
 log = logging.getLogger("forge.background")
 

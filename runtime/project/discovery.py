@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, Router
 from litestar.handlers import BaseRouteHandler
 
-from .cluster.leader import DaemonTask
-from .errors import HandlerError, line_in
-from .jobs import JobTask
-from .scheduler import CronTask
+from ..cluster.leader import DaemonTask
+from ..errors import HandlerError, line_in
+from ..tasks.crons import CronTask
+from ..tasks.jobs import JobTask
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from ..config import Settings
 
 RESERVED_PREFIX = "/_api"
 
@@ -57,11 +57,11 @@ class Discovery:
     modules: list[ModuleType] = field(default_factory=list)
     mounts: list[Mount] = field(default_factory=list)
     crons: list[Any] = field(default_factory=list)
-    """`runtime.scheduler.CronTask` objects, by name."""
+    """`runtime.tasks.crons.CronTask` objects, by name."""
     daemons: list[Any] = field(default_factory=list)
     """`runtime.cluster.leader.DaemonTask` objects, by name."""
     jobs: list[Any] = field(default_factory=list)
-    """`runtime.jobs.JobTask` objects, by name."""
+    """`runtime.tasks.jobs.JobTask` objects, by name."""
 
 
 def discover_app(settings: Settings) -> Discovery:
