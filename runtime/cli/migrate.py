@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Callable
 
@@ -11,37 +10,10 @@ import click
 
 from .. import config
 from ..config import Settings
-from ..db.migrate import Applied, MigrationError, Migrator, Report
+from ..db.migrate import Applied, MigrationError, Migrator
 from ..db.revisions import new_revision_file
 from ..observe.log import configure_logging
 from .common import config_option, reports_errors
-
-log = logging.getLogger("forge.migrate")
-
-
-def _describe(applied: Applied) -> str:
-    verb = "applied" if applied.direction == "up" else "rolled back"
-    millis = applied.seconds * 1000
-    # Progress only where there is a run to follow.
-    place = f" [{applied.step}/{applied.steps}]" if applied.steps > 1 else ""
-    return f"{verb} {applied.chain} {applied.revision}{place} in {millis:.0f} ms" + (
-        f"  ({applied.description})" if applied.description else ""
-    )
-
-
-async def apply_migrations(settings: Settings, *, quiet_when_current: bool = False) -> Report:
-    """Apply pending revisions, logging each; used by `forge run` while it boots.
-
-    Warns about applied revisions whose files changed; in production the
-    migrator refuses them, which stops the boot.
-    """
-    migrator = Migrator(settings, on_applied=lambda applied: log.info("%s", _describe(applied)))
-    report = await migrator.upgrade()
-    for changed in report.changed:
-        log.warning("%s", migrator.changed_warning(changed))
-    if report.up_to_date and not quiet_when_current:
-        log.info("database schema is up to date")
-    return report
 
 
 def _load(config_file: str | None) -> Settings:
@@ -51,7 +23,7 @@ def _load(config_file: str | None) -> Settings:
 
 
 def _echo_applied(applied: Applied) -> None:
-    click.echo(_describe(applied))
+    click.echo(str(applied))
 
 
 def _run(coroutine_factory: Callable[[], object]) -> object:

@@ -53,7 +53,7 @@ def run(
 
     boot = None
     if not no_migrate:
-        from .migrate import apply_migrations
+        from ..node.migrations import apply_migrations
 
         boot = functools.partial(apply_migrations, settings, quiet_when_current=True)
     code = serve(

@@ -94,6 +94,13 @@ class Applied:
     """This revision's place in the run of its chain, out of `steps`."""
     steps: int = 1
 
+    def __str__(self) -> str:
+        verb = "applied" if self.direction == "up" else "rolled back"
+        # Progress only where there is a run to follow.
+        place = f" [{self.step}/{self.steps}]" if self.steps > 1 else ""
+        line = f"{verb} {self.chain} {self.revision}{place} in {self.seconds * 1000:.0f} ms"
+        return line + (f"  ({self.description})" if self.description else "")
+
 
 @dataclass
 class Report:

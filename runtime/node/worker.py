@@ -37,7 +37,7 @@ def run_worker_node(
 
     boot = None
     if migrate:
-        from ..cli.migrate import apply_migrations
+        from .migrations import apply_migrations
 
         boot = functools.partial(apply_migrations, settings, quiet_when_current=True)
     node = Node(
