@@ -28,7 +28,7 @@ from .errors import ConfigError, ForgeError, HandlerError
 from .http.api_docs import API_DOCS_PATH, SCHEMA_PATH, api_docs_enabled
 from .http.probes import HEALTH_PATH, METRICS_PATH, READY_PATH
 from .project import discovery
-from .redact import REDACTED, is_secret_name, redact_url, redact_value
+from .redact import REDACTED, is_secret_name, redact_value
 from .tasks.crons import CronTask
 from .tasks.jobs import JobTask
 
@@ -298,7 +298,6 @@ class CheckRun:
 def _checks(run: CheckRun) -> Iterator[Check]:
     try:
         settings = config.load(run.config_file)
-        _database_url(settings)
     except ConfigError as exc:
         run.config_failed = True
         header, *rest = exc.message.splitlines()
@@ -321,12 +320,6 @@ def _checks(run: CheckRun) -> Iterator[Check]:
     if revisions is not None:
         yield _check_database(settings, revisions)
     yield _check_frontend(settings)
-
-
-def _database_url(settings: Settings) -> Any:
-    from .db import database_url
-
-    return database_url(settings.database.url, settings.root)
 
 
 def _check_handlers(settings: Settings) -> Generator[Check, None, discovery.Discovery]:
@@ -513,11 +506,10 @@ def _check_revisions(settings: Settings) -> Generator[Check, None, list[Revision
 
 
 def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
-    from .db import is_sqlite
-
-    url = _database_url(settings)
-    shown = redact_url(settings.database.url)
-    in_file = is_sqlite(url) and url.database and url.database != ":memory:"
+    target = settings.database_target
+    url = target.url
+    shown = target.shown
+    in_file = target.is_sqlite and url.database and url.database != ":memory:"
     if in_file and not Path(url.database).exists():
         # Connecting would create the file: say what forge migrate would do instead.
         return Check(
@@ -592,11 +584,10 @@ async def _status(settings: Settings, url: Any) -> Any:
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    from .db import is_sqlite
     from .db.faults import unreachable
     from .db.migrate import Migrator
 
-    if is_sqlite(url):
+    if settings.database_target.is_sqlite:
         connect_args: dict[str, Any] = {"timeout": DB_TIMEOUT}
     else:
         connect_args = {
@@ -612,7 +603,7 @@ async def _status(settings: Settings, url: Any) -> Any:
             except (OSError, SQLAlchemyError) as exc:
                 if isinstance(exc, TimeoutError):  # the driver's own timeout says nothing
                     exc = TimeoutError(f"no answer within {DB_TIMEOUT:g}s")
-                raise unreachable(settings.database.url, exc) from None
+                raise unreachable(settings.database_target, exc) from None
     finally:
         await engine.dispose()
 

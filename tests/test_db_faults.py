@@ -478,15 +478,21 @@ def test_connecting_gives_up_after_connect_timeout(project: Project, pg_url: str
 
 def test_migration_url_is_for_postgresql_and_its_password_is_hidden(project: Project) -> None:
     direct = "postgresql://app:s3cr3t@127.0.0.1:1/app"
-    shown = project.forge("config", env={"FORGE_DATABASE__MIGRATION_URL": direct})
+    main = "postgresql://app:s3cr3t@127.0.0.1:2/app"
+    shown = project.forge(
+        "config", env={"FORGE_DATABASE__MIGRATION_URL": direct, "DATABASE_URL": main}
+    )
     assert shown.returncode == 0, shown.stderr
     assert "database.migration_url" in shown.stdout
     assert "app:***@127.0.0.1:1/app" in shown.stdout
     assert "s3cr3t" not in shown.stdout
 
-    # The demo project's database is SQLite: a second URL makes no sense there.
-    refused = project.forge("migrate", env={"FORGE_DATABASE__MIGRATION_URL": direct})
-    assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "database.migration_url: only for PostgreSQL" in refused.stderr
-    assert "s3cr3t" not in refused.stderr
-    assert "Traceback" not in refused.stderr
+    # The demo project's database is SQLite: a second URL makes no sense there,
+    # and the configuration does not load, whichever command reads it.
+    for command in ("migrate", "config"):
+        refused = project.forge(command, env={"FORGE_DATABASE__MIGRATION_URL": direct})
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "FORGE_DATABASE__MIGRATION_URL" in refused.stderr
+        assert "database.migration_url: only for PostgreSQL" in refused.stderr
+        assert "s3cr3t" not in refused.stderr
+        assert "Traceback" not in refused.stderr

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from conftest import Project, free_port, skip_or_fail
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
-from runtime.db.engine import database_url
+from runtime.config.database import parse_database_url
 from runtime.db.pgbouncer import through_transaction_pooler
 
 pytestmark = pytest.mark.postgres
@@ -170,8 +170,12 @@ def pgbouncer(pg_url: str) -> Iterator[Callable[[str], Bouncer]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _sqlalchemy_url(url: str) -> URL:
+    return parse_database_url(url, Path(".")).url
+
+
 def pooled(url: str) -> bool | None:
-    return asyncio.run(through_transaction_pooler(database_url(url, Path(".")), timeout=5))
+    return asyncio.run(through_transaction_pooler(_sqlalchemy_url(url), timeout=5))
 
 
 def test_detects_transaction_and_statement_pooling_only(
@@ -212,7 +216,9 @@ def test_detection_holds_while_other_clients_use_the_pooler(
             found = []
             for _ in range(20):
                 found.append(
-                    await through_transaction_pooler(database_url(url, Path(".")), timeout=5)
+                    await through_transaction_pooler(
+                        parse_database_url(url, Path(".")).url, timeout=5
+                    )
                 )
             return found
         finally:

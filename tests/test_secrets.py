@@ -18,7 +18,7 @@ from conftest import PG_ADMIN_URL, Project, free_port
 from sqlalchemy.engine import make_url
 
 from runtime import config
-from runtime.db import database_url
+from runtime.config.database import parse_database_url
 from runtime.errors import ConfigError
 from runtime.redact import REDACTED, redact_url, remember_secrets, scrub
 
@@ -244,7 +244,7 @@ def test_configuration_errors_name_the_key_never_the_secret(
 def test_an_unparseable_database_url_hides_its_password(tmp_path: Path) -> None:
     raw = url_with_password(5432).replace(":5432/", ":54x2/")
     with pytest.raises(ConfigError) as caught:
-        database_url(raw, tmp_path)
+        parse_database_url(raw, tmp_path)
     assert "database.url: cannot parse" in str(caught.value)
     assert_clean(str(caught.value), "an unparseable database.url's error")
 

@@ -81,7 +81,7 @@ def with_database(
             except (OSError, SQLAlchemyError) as exc:
                 if engine is not None and engine.dialect.name == "sqlite":
                     await _driver_threads_done(threads)
-                raise unreachable(settings.database.url, exc) from None
+                raise unreachable(settings.database_target, exc) from None
             return await work(engine)
         finally:
             if engine is not None:
@@ -92,7 +92,7 @@ def with_database(
     except (OSError, SQLAlchemyError) as exc:
         if not is_unavailable(exc):
             raise
-        raise unreachable(settings.database.url, exc) from None
+        raise unreachable(settings.database_target, exc) from None
 
 
 async def _driver_threads_done(before: set[threading.Thread]) -> None:

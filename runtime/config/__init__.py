@@ -90,6 +90,7 @@ def load(
     settings._source_file = config_file
     settings._environ = environ_merged
     settings._sources = _sources(layers)
+    settings._database_targets()  # parsed now: a bad URL stops the load, naming its key
     return settings
 
 

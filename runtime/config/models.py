@@ -7,9 +7,18 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .database import DatabaseTarget, parse_targets
 from .sources import Layer, LayerSource
 from .units import DatabaseUrl, Duration, PathSetting, Size
 
@@ -91,6 +100,17 @@ class DatabaseSection(Section):
     transaction_pooler: bool = False
     """``url`` goes through a transaction-mode pooler (PgBouncer): cache no prepared statements."""
     echo: bool = False
+
+    @field_validator("migration_url")
+    @classmethod
+    def _postgres_only(cls, migration_url: str | None, info: ValidationInfo) -> str | None:
+        urls = (migration_url or "", info.data.get("url") or "")
+        if migration_url and any(url.lower().startswith("sqlite") for url in urls):
+            raise ValueError(
+                "only for PostgreSQL, with a PostgreSQL database.url: "
+                "remove it, a SQLite database needs no second URL"
+            )
+        return migration_url
 
 
 class HandlersSection(Section):
@@ -211,6 +231,7 @@ class Settings(BaseSettings):
     _source_file: Path | None = PrivateAttr(default=None)
     _environ: dict[str, str] = PrivateAttr(default_factory=dict)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _targets: tuple[DatabaseTarget, DatabaseTarget] | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -248,6 +269,22 @@ class Settings(BaseSettings):
     def app_root(self) -> Path:
         """Where the app's code is: the project directory, or inside a built executable."""
         return self._app_root
+
+    @property
+    def database_target(self) -> DatabaseTarget:
+        """``[database].url``, parsed: where requests, tasks and their sessions go."""
+        return self._database_targets()[0]
+
+    @property
+    def session_target(self) -> DatabaseTarget:
+        """Where connections that must stay one session go: ``migration_url``, else ``url``."""
+        return self._database_targets()[1]
+
+    def _database_targets(self) -> tuple[DatabaseTarget, DatabaseTarget]:
+        if self._targets is None:
+            db = self.database
+            self._targets = parse_targets(db.url, db.migration_url, self._root)
+        return self._targets
 
     def path(self, value: str) -> Path:
         """A path from the config, resolved against the project directory."""

@@ -8,6 +8,8 @@ import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, ByteSize, Field
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -79,9 +81,21 @@ _SQLITE_URL = re.compile(r"^sqlite(?:\+\w+)?://(?P<rest>[^?]*)", re.IGNORECASE)
 
 
 def check_database_url(url: str) -> str:
-    """`url`; for SQLite, only if its file's path is one the OS can take."""
+    """`url`, if it is a SQLite or PostgreSQL URL; for SQLite, with a path the OS can take."""
     if "\x00" in url:
         raise ValueError("a URL cannot contain a NUL character")
+    try:
+        backend = make_url(url).get_backend_name()
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            'cannot parse it as a URL: use "sqlite:///app.db" or '
+            '"postgresql://user:password@host:5432/name"'
+        ) from None
+    if backend not in {"sqlite", "postgres", "postgresql"}:
+        raise ValueError(
+            f"unsupported database {backend!r}: use sqlite:///path.db (embedded) "
+            "or postgresql://..."
+        )
     match = _SQLITE_URL.match(url)
     if match:
         # sqlite:///app.db is app.db; sqlite:////var/app.db is /var/app.db.

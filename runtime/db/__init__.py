@@ -1,5 +1,5 @@
 """Database access: the engine for the configured URL, and the runtime's own tables."""
 
-from .engine import create_engine, database_url, is_sqlite, session_engine
+from .engine import create_engine, session_engine
 
-__all__ = ["create_engine", "database_url", "is_sqlite", "session_engine"]
+__all__ = ["create_engine", "session_engine"]

@@ -7,75 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from ..config import Settings
-from ..errors import ConfigError
-from ..redact import redact_url
-
-POSTGRES_DRIVER = "postgresql+asyncpg"
-SQLITE_DRIVER = "sqlite+aiosqlite"
-
-
-def database_url(raw: str, root: Path, *, key: str = "database.url") -> URL:
-    """The SQLAlchemy URL for a configured ``[database].url`` (or the setting `key`).
-
-    ``postgres://``, ``postgresql://`` and ``postgresql+<any driver>://`` all map
-    to asyncpg; a relative SQLite path is relative to the project directory.
-    """
-    try:
-        url = make_url(raw)
-    except (ArgumentError, ValueError):
-        raise ConfigError(
-            f"{key}: cannot parse {redact_url(raw)!r}",
-            hint='use "sqlite:///app.db" or "postgresql://user:password@host:5432/name"',
-        ) from None
-    backend = url.get_backend_name()
-    if backend in {"postgres", "postgresql"}:
-        url = url.set(drivername=POSTGRES_DRIVER)
-        if "sslmode" in url.query:
-            # libpq spells it sslmode; asyncpg takes the same values as `ssl`.
-            query = dict(url.query)
-            query["ssl"] = query.pop("sslmode")
-            url = url.set(query=query)
-        return url
-    if backend == "sqlite":
-        url = url.set(drivername=SQLITE_DRIVER)
-        if url.database and url.database != ":memory:" and not Path(url.database).is_absolute():
-            url = url.set(database=str(root / url.database))
-        return url
-    raise ConfigError(
-        f"{key}: unsupported database {backend!r} in {redact_url(raw)!r}",
-        hint="use sqlite:///path.db (embedded) or postgresql://... ",
-    )
-
-
-def is_sqlite(url: URL) -> bool:
-    return url.get_backend_name() == "sqlite"
-
-
-def session_url(settings: Settings) -> tuple[str, str]:
-    """The URL for session-level features, and the name of the key it comes from.
-
-    Migrations and their lock, daemon leadership (session advisory locks) and
-    LISTEN need a connection that stays one PostgreSQL session: a transaction
-    pooler in front of ``[database].url`` breaks them, so
-    ``[database].migration_url`` can point them at the server directly.
-    """
-    db = settings.database
-    if not db.migration_url:
-        return db.url, "database.url"
-    main = database_url(db.url, settings.root)
-    direct = database_url(db.migration_url, settings.root, key="database.migration_url")
-    if is_sqlite(main) or is_sqlite(direct):
-        raise ConfigError(
-            "database.migration_url: only for PostgreSQL, with a PostgreSQL database.url",
-            hint="remove migration_url; a SQLite database needs no second URL",
-        )
-    return db.migration_url, "database.migration_url"
 
 
 def create_engine(
@@ -90,13 +25,13 @@ def create_engine(
 
     `application_name` shows in ``pg_stat_activity``, so a lock's holder can be named.
     ``direct=True`` connects to ``[database].migration_url`` when it is set (see
-    `session_url`), for connections that must be a session of their own.
+    `Settings.session_target`), for connections that must be a session of their own.
     """
     db = settings.database
-    raw, key = session_url(settings) if direct else (db.url, "database.url")
-    url = database_url(raw, settings.root, key=key)
+    target = settings.session_target if direct else settings.database_target
+    url = target.url
     options: dict[str, Any] = {"echo": db.echo}
-    if is_sqlite(url):
+    if target.is_sqlite:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 30}
@@ -107,7 +42,7 @@ def create_engine(
             # asyncpg waits 60 s by default; a request would hang that long.
             "timeout": db.connect_timeout,
         }
-        if db.transaction_pooler and key == "database.url":
+        if db.transaction_pooler and not target.is_migration_url:
             connect_args.update(POOLER_CONNECT_ARGS)
         options["connect_args"] = connect_args
         options["pool_pre_ping"] = db.pool_pre_ping
@@ -120,7 +55,7 @@ def create_engine(
             pool_timeout=db.pool_timeout,
         )
     engine = create_async_engine(url, **options)
-    if is_sqlite(url):
+    if target.is_sqlite:
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         event.listen(engine.sync_engine, "begin", _begin_sqlite)
     else:

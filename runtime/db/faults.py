@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import exc as sa_exc
 
 from ..errors import ForgeError, first_line
-from ..redact import redact_url
 
 if TYPE_CHECKING:
     from litestar import Request, Response
+
+    from ..config.database import DatabaseTarget
 
 # Litestar is imported where a response is made, not here: the logging code may
 # ask `is_unavailable` in processes that serve no HTTP (forge migrate, jobs:work).
@@ -145,22 +146,15 @@ class DatabaseUnreachable(ForgeError):
     """A command cannot connect to its database: reported as one message naming it."""
 
 
-def unreachable(
-    raw_url: str, error: BaseException, *, key: str = "database.url"
-) -> DatabaseUnreachable:
-    """The error a command reports when connecting to `raw_url` failed with `error`.
+def unreachable(target: DatabaseTarget, error: BaseException) -> DatabaseUnreachable:
+    """The error a command reports when connecting to `target` failed with `error`.
 
     The same words as ``forge migrate`` and ``forge check``: the URL (password
     hidden), what the driver said, and where to fix it.
     """
-    where = (
-        "[database].url (or DATABASE_URL)"
-        if key == "database.url"
-        else f"[database].{key.removeprefix('database.')}"
-    )
     return DatabaseUnreachable(
-        f"cannot connect to the database {redact_url(raw_url)}: {driver_message(error)}",
-        hint=f"check {where}, and that the database is up",
+        f"cannot connect to the database {target.shown}: {driver_message(error)}",
+        hint=f"check {target.key.where}, and that the database is up",
     )
 
 

@@ -38,11 +38,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..config import Settings
+from ..config.database import DatabaseTarget
 from ..errors import ForgeError, first_line, line_in
 from ..redact import REDACTED, redact_url, secret_values
 from . import checksums
 from .checksums import Changed
-from .engine import create_engine, database_url, is_sqlite, session_url
+from .engine import create_engine
 from .faults import driver_message, unreachable
 from .locks import FileLock, PostgresLock
 from .pgbouncer import check_poolers
@@ -154,8 +155,7 @@ class Migrator:
         self.runtime, self.app = chains(settings)
         self.on_applied = on_applied or (lambda applied: None)
         # [database].migration_url when set: the lock needs a session of its own.
-        self.raw_url, self.url_key = session_url(settings)
-        self.url = database_url(self.raw_url, settings.root, key=self.url_key)
+        self.target = settings.session_target
 
     @asynccontextmanager
     async def locked(self) -> AsyncIterator[AsyncConnection]:
@@ -171,14 +171,14 @@ class Migrator:
                 direct=True,
             )
         except OSError as exc:
-            raise unreachable(self.raw_url, exc, key=self.url_key) from None
+            raise unreachable(self.target, exc) from None
         timeout = self.settings.database.migration_lock_timeout
         try:
-            connection = await _connect(engine, self.raw_url, self.url_key)
+            connection = await _connect(engine, self.target)
             try:
-                if is_sqlite(self.url):
+                if self.target.is_sqlite:
                     lock: FileLock | PostgresLock = FileLock(
-                        Path(f"{self.url.database}.migrate.lock")
+                        Path(f"{self.target.url.database}.migrate.lock")
                     )
                 else:
                     lock = PostgresLock(connection)
@@ -586,13 +586,13 @@ class Migrator:
         return _SQL_PASSWORD.sub(rf"\1'{REDACTED}'", text)
 
 
-async def _connect(engine: AsyncEngine, raw_url: str, key: str = "database.url") -> AsyncConnection:
+async def _connect(engine: AsyncEngine, target: DatabaseTarget) -> AsyncConnection:
     """A connection, or the one-line error that says why there is none (not a traceback)."""
     connection = engine.connect()
     try:
         await connection.start()
     except (OSError, SQLAlchemyError) as exc:
-        raise unreachable(raw_url, exc, key=key) from None
+        raise unreachable(target, exc) from None
     return connection
 
 

@@ -31,8 +31,6 @@ from sqlalchemy.engine import URL
 
 from ..config.sources import ENV_ALIASES
 from ..errors import ForgeError
-from ..redact import redact_url
-from .engine import database_url, is_sqlite, session_url
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -107,14 +105,13 @@ async def check_poolers(settings: Settings) -> None:
     statements go missing there from one transaction to the next.
     """
     db = settings.database
-    raw, key = session_url(settings)
-    url = database_url(raw, settings.root, key=key)
-    if is_sqlite(url):
+    session = settings.session_target
+    if session.is_sqlite:
         return
-    if await through_transaction_pooler(url, timeout=db.connect_timeout):
-        if key == "database.url":
+    if await through_transaction_pooler(session.url, timeout=db.connect_timeout):
+        if not session.is_migration_url:
             raise PoolerError(
-                f"database.url {redact_url(raw)} goes through a connection pooler in "
+                f"database.url {session.shown} goes through a connection pooler in "
                 "transaction mode (such as PgBouncer with pool_mode = transaction): the "
                 "migration lock and daemon leadership are session advisory locks, and jobs "
                 "LISTEN, which do not work through it",
@@ -122,21 +119,25 @@ async def check_poolers(settings: Settings) -> None:
                 "direct connection to PostgreSQL, and [database].transaction_pooler = true",
             )
         raise PoolerError(
-            f"database.migration_url {redact_url(raw)} goes through a connection pooler in "
+            f"database.migration_url {session.shown} goes through a connection pooler in "
             "transaction mode: session advisory locks (the migration lock, daemon "
             "leadership) and LISTEN do not work through it",
             hint="point [database].migration_url at PostgreSQL itself, not at the pooler",
         )
-    if key == "database.migration_url" and not db.transaction_pooler and db.url != raw:
-        main = database_url(db.url, settings.root)
-        if await through_transaction_pooler(main, timeout=db.connect_timeout):
-            raise PoolerError(
-                f"database.url {redact_url(db.url)} goes through a connection pooler in "
-                "transaction mode, where cached prepared statements go missing from one "
-                "transaction to the next",
-                hint="set [database].transaction_pooler = true "
-                f"(or {_env_names('transaction_pooler')}=true)",
-            )
+    main = settings.database_target
+    if (
+        session.is_migration_url
+        and not db.transaction_pooler
+        and main.raw != session.raw
+        and await through_transaction_pooler(main.url, timeout=db.connect_timeout)
+    ):
+        raise PoolerError(
+            f"database.url {main.shown} goes through a connection pooler in "
+            "transaction mode, where cached prepared statements go missing from one "
+            "transaction to the next",
+            hint="set [database].transaction_pooler = true "
+            f"(or {_env_names('transaction_pooler')}=true)",
+        )
 
 
 def _env_names(key: str) -> str:

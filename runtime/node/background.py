@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from ..cluster.leader import DaemonTask, Leadership, lock_file_for
 from ..context import Env, run_in_context
-from ..db import create_engine, database_url, is_sqlite, session_engine
+from ..db import create_engine, session_engine
 from ..tasks.crons import CronTask, Scheduler
 from ..tasks.job_worker import JobWorkers, sessionmaker_context
 from ..tasks.jobs import JobTask
@@ -51,10 +51,10 @@ class Background:
             return run_in_context(fn, config=settings, env=env, sessionmaker=sessionmaker)
 
         self.scheduler = Scheduler(crons, self.engine, node_id, run)
-        url = database_url(settings.database.url, settings.root)
+        database = settings.database_target
         lock_engine = (
             None
-            if is_sqlite(url)
+            if database.is_sqlite
             # Session advisory locks: on [database].migration_url when set (not a pooler).
             else create_engine(
                 settings, pooled=False, application_name=f"forge leader {node_id}", direct=True
@@ -65,7 +65,7 @@ class Background:
             Leadership(
                 task,
                 engine=lock_engine,
-                lock_file=lock_file_for(str(url.database), task) if lock_engine is None else None,
+                lock_file=None if lock_engine else lock_file_for(str(database.url.database), task),
                 run=run,
                 interval=settings.cluster.heartbeat_interval,
                 on_change=on_leadership_change,
@@ -78,7 +78,7 @@ class Background:
                 jobs,
                 engine=self.engine,
                 listen_engine=None
-                if is_sqlite(url)
+                if database.is_sqlite
                 else create_engine(  # LISTEN needs a session too: as for the leader locks
                     settings, pooled=False, application_name=f"forge jobs {node_id}", direct=True
                 ),

@@ -7,7 +7,6 @@ import logging
 from litestar.exceptions import ImproperlyConfiguredException
 
 from ..config import Settings
-from ..db import database_url
 from ..errors import HandlerError
 from ..frontend import has_frontend
 from ..http.app import create_app
@@ -24,7 +23,6 @@ def prepare(settings: Settings) -> Discovery:
     mistake stops boot here with a message instead of in every worker.
     """
     configure_logging(settings)
-    database_url(settings.database.url, settings.root)
     found = discover_app(settings)
     try:
         create_app(settings, found.mounts)
