@@ -10,28 +10,13 @@ from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from msgspec import Meta, Struct
-from sqlalchemy import DateTime, String, Text, select
 from sqlalchemy import delete as delete_rows
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import select
 
-from runtime import Ctx
-from runtime.http.errors import ErrorBody
+from runtime import Ctx, ErrorBody
 
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Note(Base):
-    __tablename__ = "notes"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[str] = mapped_column(String(200))
-    body: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=lambda: datetime.now(UTC), index=True
-    )
-
+from .models import Note
+from .welcome import summarise_note
 
 # What the notes table can store, checked before the database sees it: ids are
 # 32-bit integers on PostgreSQL, and its text columns cannot hold a NUL character.
@@ -81,8 +66,6 @@ async def create_note(ctx: Ctx, data: JSONBody[NewNote]) -> NoteOut:
     ctx.db.add(note)
     await ctx.db.flush()
     # In this request's transaction: no note, no job.
-    from .welcome import summarise_note
-
     await ctx.enqueue(summarise_note, note_id=note.id)
     ctx.log.info("created note %d", note.id)
     return NoteOut.of(note)

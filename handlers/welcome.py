@@ -2,7 +2,7 @@
 
 from runtime import Ctx, job
 
-from .notes import Note
+from .models import Note
 
 
 @job(retries=3, backoff=2, timeout=30)

@@ -1,6 +1,6 @@
 """Forge for Python: a config-driven runtime for web services.
 
-What handler modules import from here is deliberately small::
+Everything a handler module needs comes from here, and only from here::
 
     from litestar import get
     from runtime import Ctx
@@ -8,44 +8,56 @@ What handler modules import from here is deliberately small::
     @get("/hello")
     async def hello(ctx: Ctx) -> dict[str, str]:
         return {"message": ctx.env("GREETING", "Hello")}
+
+The packages beneath (`runtime.http`, `runtime.node`, ...) are the runtime's
+own machinery: they change without notice, so handlers never import them.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
+from .__version__ import __version__
+
 if TYPE_CHECKING:
-    from .cluster.leader import daemon
-    from .context import Context, Ctx, MissingEnvError
-    from .tasks.crons import cron
-    from .tasks.jobs import job
+    from .context import Context, Ctx, Env, MissingEnvError
+    from .http.errors import ErrorBody
+    from .jobs.queue import JobInfo
+    from .project.declarations import JobError, cron, daemon, job
 
-__all__ = ["Context", "Ctx", "MissingEnvError", "__version__", "cron", "daemon", "job"]
+__all__ = [
+    "Context",
+    "Ctx",
+    "Env",
+    "ErrorBody",
+    "JobError",
+    "JobInfo",
+    "MissingEnvError",
+    "__version__",
+    "cron",
+    "daemon",
+    "job",
+]
 
-__version__ = "0.1.0"
-
-# The distribution's name on an index. "forge-runtime" and "runtime" belong to
-# unrelated projects on the public registry; see docs/development.md.
-DISTRIBUTION = "forge-for-python"
+_HOMES = {
+    "Context": ".context",
+    "Ctx": ".context",
+    "Env": ".context",
+    "MissingEnvError": ".context",
+    "ErrorBody": ".http.errors",
+    "JobError": ".project.declarations",
+    "cron": ".project.declarations",
+    "daemon": ".project.declarations",
+    "job": ".project.declarations",
+    "JobInfo": ".jobs.queue",
+}
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so that `forge migrate` and friends do not pay for
     # Litestar and the ORM's async layer at start-up.
-    if name in {"Context", "Ctx", "MissingEnvError"}:
-        from . import context
-
-        return getattr(context, name)
-    if name == "cron":
-        from .tasks.crons import cron
-
-        return cron
-    if name == "daemon":
-        from .cluster.leader import daemon
-
-        return daemon
-    if name == "job":
-        from .tasks.jobs import job
-
-        return job
-    raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(home, __name__), name)

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from litestar import Request
 
     from .config import Settings
-    from .tasks.jobs import JobInfo, JobTask
+    from .jobs.queue import JobInfo
+    from .project.declarations import JobTask
 
 _MISSING: Any = object()
 
@@ -147,7 +148,7 @@ class Context:
         **kwargs: Any,
     ) -> int:
         """Enqueue the `job` `task` in this context's transaction; the job's id."""
-        from .tasks.jobs import enqueue
+        from .jobs.queue import enqueue
 
         return await enqueue(self.db, task, delay=delay, idempotency_key=idempotency_key, **kwargs)
 

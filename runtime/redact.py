@@ -11,11 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
-
-if TYPE_CHECKING:
-    from .config import Settings
 
 REDACTED = "***"
 
@@ -106,61 +102,8 @@ def redact_value(name: str, value: object) -> object:
 _known: tuple[str, ...] = ()
 
 
-def env_keys_set_outside(settings: Settings) -> set[str]:
-    """The ``[env]`` keys whose values forge.toml does not spell out.
-
-    They come from the environment, a ``.env`` file or a ``${VAR}``: where an
-    app's secrets live, so logs are scrubbed of them whatever their names
-    (``forge config``, read by the app's own operator, shows them unless
-    their names look secret).
-    """
-    from .config.sources import read_toml
-    from .errors import ConfigError
-
-    toml_name = settings.source_file.name if settings.source_file else None
-    try:
-        raw = read_toml(settings.source_file).data if settings.source_file else {}
-    except (ConfigError, OSError):
-        raw = {}  # it loaded a moment ago; changed since: count every key as outside
-    table = raw.get("env")
-    literal = table if isinstance(table, dict) else {}
-    outside = set()
-    for key in settings.env:
-        written = literal.get(key)
-        from_file = settings.sources.get(f"env.{key}") == toml_name
-        if not from_file or written is None or (isinstance(written, str) and "${" in written):
-            outside.add(key)
-    return outside
-
-
-def secret_values(settings: Settings) -> list[str]:
-    """The values of `settings` that are secrets, as they could appear in text.
-
-    Values of ``[env]`` keys that look secret or that forge.toml does not spell
-    out (`env_keys_set_outside`), of variables (environment, ``.env``) whose
-    names look secret, the database password and ``[server].internal_token``;
-    each also as it reads escaped in JSON and percent-encoded in a URL.
-    """
-    outside = env_keys_set_outside(settings)
-    found = [
-        value for name, value in settings.env.items() if name in outside or is_secret_name(name)
-    ]
-    # A variable's value reaches [env] through ${VAR} or FORGE_ENV__NAME, and
-    # handlers read variables through ctx.env too.
-    found += [value for name, value in settings.environ.items() if is_secret_name(name)]
-    url = settings.database.url
-    password = url_password(url)
-    if password is not None:
-        found.append(password)
-    for _before, name, value in _PARAMETER.findall(url):  # ?password=... works too
-        if is_secret_name(name):
-            found.append(unquote(value.strip("'")))
-    if settings.server.internal_token:
-        found.append(settings.server.internal_token)
-    return _spellings(found)
-
-
-def _spellings(values: Iterable[str]) -> list[str]:
+def spellings(values: Iterable[str]) -> list[str]:
+    """Each value as it may read in text: as is, escaped in JSON, percent-encoded."""
     spelled: set[str] = set()
     for value in values:
         if len(value) < MIN_SCRUBBED_LENGTH:
@@ -172,10 +115,22 @@ def _spellings(values: Iterable[str]) -> list[str]:
     return sorted(spelled, key=len, reverse=True)
 
 
-def remember_secrets(settings: Settings | None) -> None:
-    """Make `scrub` replace the secret values of `settings` in this process."""
+def url_secrets(url: str) -> list[str]:
+    """The secrets a URL carries: its password and secret-looking parameters."""
+    found = []
+    password = url_password(url)
+    if password is not None:
+        found.append(password)
+    for _before, name, value in _PARAMETER.findall(url):  # ?password=... works too
+        if is_secret_name(name):
+            found.append(unquote(value.strip("'")))
+    return found
+
+
+def remember(secrets: Iterable[str]) -> None:
+    """Make `scrub` replace these values (as `spellings` gives them) in this process."""
     global _known
-    _known = tuple(secret_values(settings)) if settings is not None else ()
+    _known = tuple(secrets)
 
 
 def scrub(text: str) -> str:

@@ -395,9 +395,14 @@ def test_k8s_manifests(app: Project, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def pod_environ(container: dict[str, Any]) -> dict[str, str]:
     """What the pod's environment holds once the Secret exists; no .env goes into an image."""
-    return {
-        item["name"]: item.get("value", f"from-secret-{item['name']}") for item in container["env"]
-    }
+    return {item["name"]: item.get("value", from_secret(item["name"])) for item in container["env"]}
+
+
+def from_secret(name: str) -> str:
+    """A stand-in for the Secret's value; the database URL must still parse as one."""
+    if name == "DATABASE_URL":
+        return "postgresql://app:from-secret@db:5432/app"
+    return f"from-secret-{name}"
 
 
 def test_k8s_environment_reaches_the_app(app: Project, tmp_path: Path) -> None:
@@ -419,7 +424,7 @@ def test_k8s_environment_reaches_the_app(app: Project, tmp_path: Path) -> None:
         "API_KEY": "from-secret-API_KEY",
         "STRIPE_SECRET": "from-secret-FORGE_ENV__STRIPE_SECRET",
     }
-    assert settings.database.url == "from-secret-DATABASE_URL"
+    assert settings.database.url == from_secret("DATABASE_URL")
     assert settings.server.port == 8123
     assert settings.server.host == "0.0.0.0"
     assert settings.is_production

@@ -16,7 +16,7 @@ import pytest
 from conftest import Node, Project, free_port
 from watchfiles import Change
 
-from runtime.cli.dev import Targets, _root_filter, _source_filter
+from runtime.cli.dev_watch import Targets, root_filter, source_filter
 
 CHANGE_TIMEOUT = 20
 
@@ -233,7 +233,7 @@ def test_watch_filters(tmp_path: Path) -> None:
         folders=(root / "handlers",),
         expected=(root / "handlers", root / "migrations"),
     )
-    sources = _source_filter()
+    sources = source_filter()
     for name in ("handlers/notes.py", "handlers/sub/x.py", "migrations/0002_x.sql"):
         assert sources(Change.modified, str(root / name)), name
     for name in (
@@ -247,7 +247,7 @@ def test_watch_filters(tmp_path: Path) -> None:
     ):
         assert not sources(Change.modified, str(root / name)), name
 
-    at_root = _root_filter(targets)
+    at_root = root_filter(targets)
     for name in ("forge.toml", ".env", ".env.production", "migrations"):
         assert at_root(Change.added, str(root / name)), name
     for name in ("app.db", "app.db-journal", ".env.example", ".env.swp", "README.md", "node.log"):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import Project
 
-from runtime.db.migrate import RUNTIME_SCHEMA
+from runtime.db.chains import RUNTIME_SCHEMA
 from runtime.db.revisions import revision_files
 
 RUNTIME_REVISIONS = len(revision_files(RUNTIME_SCHEMA))

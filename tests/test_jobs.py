@@ -38,7 +38,7 @@ JOB_HANDLERS = '''
 
     from runtime import Ctx, job
     from runtime.db import create_engine
-    from runtime.tasks.jobs import JobError
+    from runtime import JobError
 
     _engine = None
 

@@ -16,7 +16,8 @@ import sys
 import pytest
 from conftest import Node, Project
 
-from runtime.observe.log import AccessLog, JsonFormatter, TextFormatter, set_node_id, use_color
+from runtime.http.access_log import AccessLog
+from runtime.observe.log import JsonFormatter, TextFormatter, set_node_id, use_color
 
 EXPLODE = """
     from litestar import get

@@ -23,8 +23,8 @@ import asyncpg
 import pytest
 from conftest import Node, Project, free_port
 
+from runtime.db.chains import RUNTIME_SCHEMA
 from runtime.db.locks import MIGRATION_LOCK_KEY
-from runtime.db.migrate import RUNTIME_SCHEMA
 from runtime.db.revisions import revision_files
 
 # The runtime's own revisions, applied before the app's; the newest is its head.

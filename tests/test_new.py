@@ -26,7 +26,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import runtime
-from runtime import DISTRIBUTION
+from runtime.__version__ import DISTRIBUTION
 from runtime.scaffold import (
     GENERATORS,
     TEMPLATES,

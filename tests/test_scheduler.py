@@ -621,6 +621,53 @@ def test_schedule_list_and_run(project: Project) -> None:
     assert cron_runs(project, SQLITE_URL, "exclusive")[-1].status == "skipped"
 
 
+READ_THEN_WRITE = """
+    import sqlite3
+    import threading
+
+
+    def write_beside(path: str, turn: threading.Event, outcome: list[str]) -> None:
+        # Another writer of the same file, which does not wait for the lock: it
+        # either takes it at once (and holds it a while), or finds it taken.
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            outcome.append("the task held the write lock")
+            turn.set()
+            return
+        other.execute("INSERT INTO ticks (name, pid, at) VALUES ('beside', 0, 0)")
+        outcome.append("a writer took the lock between the task's read and write")
+        turn.set()
+        time.sleep(1)
+        other.execute("COMMIT")
+
+
+    @cron("0 0 1 1 *", name="tally")
+    async def tally(ctx: Ctx) -> None:
+        await ctx.db.execute(text("SELECT count(*) FROM ticks"))
+        turn, outcome = threading.Event(), []
+        path = str(ctx.config.database_target.url.database)
+        threading.Thread(target=write_beside, args=(path, turn, outcome)).start()
+        await asyncio.to_thread(turn.wait, 10)
+        ctx.log.info("%s", outcome[0])
+        await record(ctx, "tally")
+"""
+
+
+def test_schedule_run_takes_the_write_lock_first_on_sqlite(project: Project) -> None:
+    """A cron that reads, then writes, run by `forge schedule:run` on SQLite: its
+    transaction begins IMMEDIATE, as a node's does, so another writer waits for it
+    instead of making its write fail with 'database is locked'."""
+    configure(project, READ_THEN_WRITE)
+    assert project.forge("migrate").returncode == 0
+    ran = project.forge("schedule:run", "--task", "tally")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout == "tally: succeeded\n"
+    assert "the task held the write lock" in ran.stderr
+    assert len(ticks(project, SQLITE_URL, "tally")) == 1
+
+
 def test_schedule_work_runs_a_scheduler_only_node(project: Project) -> None:
     configure(project, COMMANDS)
     worker = start_command(project, "schedule:work")

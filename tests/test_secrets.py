@@ -19,8 +19,9 @@ from sqlalchemy.engine import make_url
 
 from runtime import config
 from runtime.config.database import parse_database_url
+from runtime.config.secrets import secret_values
 from runtime.errors import ConfigError
-from runtime.redact import REDACTED, redact_url, remember_secrets, scrub
+from runtime.redact import REDACTED, redact_url, remember, scrub
 
 MARK = "PLANTED"
 """In every planted secret and nowhere else: an output that contains it leaks one."""
@@ -190,7 +191,7 @@ def test_scrub_replaces_the_known_secrets_in_any_spelling(tmp_path: Path) -> Non
         "LANG": "C.UTF-8",
     }
     settings = config.load(tmp_path / "forge.toml", environ=environ)
-    remember_secrets(settings)
+    remember(secret_values(settings))
     try:
         for secret in (STRIPE, HOOK, PAYMENT, PASSWORD, TOKEN, quoted):
             assert scrub(f"a {secret} b") == f"a {REDACTED} b"
@@ -199,7 +200,7 @@ def test_scrub_replaces_the_known_secrets_in_any_spelling(tmp_path: Path) -> Non
         # What is no secret stays: short values, forge.toml's literals, other variables.
         assert scrub("abc Howdy C.UTF-8") == "abc Howdy C.UTF-8"
     finally:
-        remember_secrets(None)
+        remember(())
     assert scrub(f"a {STRIPE}") == f"a {STRIPE}"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .. import DISTRIBUTION
+from ..__version__ import DISTRIBUTION
 from ..config.bundle import bundled_app
 
 # Command name -> "module:function". Modules load only when their command runs,

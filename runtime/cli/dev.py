@@ -7,7 +7,8 @@ the supervisor keeps watching until the next change starts it again.
 The child runs with dev's own ``--workers 1`` and drain bounds, which would
 hide a bad ``[server].workers`` or ``[shutdown].drain_timeout``: the supervisor
 loads the configuration as written first, and a configuration that does not
-load is reported the same way, without starting the child.
+load is reported the same way, without starting the child. What is watched,
+and how, is in `dev_watch`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,10 @@ import contextlib
 import errno
 import os
 import queue
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import click
 from ..errors import ForgeError
 from ..processes import bind_error
 from .common import config_option, report_error, reports_errors
+from .dev_watch import Targets, Watcher, log, root_filter, source_filter
 
 # Dev defaults for the child: no load balancer to wait for, and little to drain.
 CHILD_ENV_DEFAULTS = {
@@ -82,30 +81,12 @@ def dev(
 
 
 @dataclass(frozen=True)
-class Targets:
-    """What to watch, from the configuration."""
-
-    root: Path
-    config_file: Path
-    folders: tuple[Path, ...]
-    """The handlers and migrations folders that exist, watched recursively."""
-    expected: tuple[Path, ...]
-    """The handlers and migrations folders, existing or not: their creation counts."""
-
-
-@dataclass(frozen=True)
 class Listening:
     """Where the child serves, and the frontend dev server it proxies to."""
 
     host: str
     port: int
     dev_url: str | None
-
-
-def _log(message: str, color: str = "cyan") -> None:
-    # Click colors a terminal only; NO_COLOR (no-color.org) turns that off too.
-    plain = bool(os.environ.get("NO_COLOR"))
-    click.secho(f"forge dev: {message}", fg=color, err=True, color=False if plain else None)
 
 
 class Supervisor:
@@ -120,7 +101,7 @@ class Supervisor:
         self.overrides = overrides or {}
         self.changes: queue.Queue[str] = queue.Queue()
         self.child: subprocess.Popen[bytes] | None = None
-        self.watchers: list[_Watcher] = []
+        self.watchers: list[Watcher] = []
         self.targets: Targets | None = None
         self.listening: Listening | None = None
         self.config_error: ForgeError | None = None
@@ -145,7 +126,7 @@ class Supervisor:
             self._stop_watchers()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        _log("stopped")
+        log("stopped")
         return 0
 
     # -- signals ---------------------------------------------------------------
@@ -197,13 +178,13 @@ class Supervisor:
             self.targets = targets
             self._start_watchers(targets)
             shown = [f"{self._relative(folder)}/" for folder in targets.folders]
-            _log(
+            log(
                 f"watching {', '.join([*shown, self.config_file.name, '.env*'])}"
                 + (" (Ctrl-C to stop)" if first else "")
             )
         if listening is not None and listening != self.listening and listening.dev_url:
             host = f"[{listening.host}]" if ":" in listening.host else listening.host
-            _log(
+            log(
                 f"app on http://{host}:{listening.port}, pages proxied to the frontend dev "
                 f"server at {listening.dev_url} (start it: npm run dev)"
             )
@@ -212,13 +193,13 @@ class Supervisor:
     def _start_watchers(self, targets: Targets) -> None:
         if targets.folders:
             self.watchers.append(
-                _Watcher(targets.folders, recursive=True, accept=_source_filter(), out=self.changes)
+                Watcher(targets.folders, recursive=True, accept=source_filter(), out=self.changes)
             )
         self.watchers.append(
-            _Watcher(
+            Watcher(
                 (targets.root,),
                 recursive=False,
-                accept=_root_filter(targets),
+                accept=root_filter(targets),
                 out=self.changes,
             )
         )
@@ -258,7 +239,7 @@ class Supervisor:
     def _restart(self, paths: list[str]) -> None:
         shown = self._relative(paths[0])
         more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
-        _log(f"change detected in {shown}{more}, restarting")
+        log(f"change detected in {shown}{more}, restarting")
         was_running = self._stop_child()
         self._configure()
         if was_running:
@@ -269,7 +250,7 @@ class Supervisor:
     def _start_child(self) -> None:
         if self.config_error is not None:
             report_error(self.config_error)
-            _log("the configuration does not load; waiting for changes", "yellow")
+            log("the configuration does not load; waiting for changes", "yellow")
             return
         env = {**os.environ}
         for key, value in CHILD_ENV_DEFAULTS.items():
@@ -292,12 +273,12 @@ class Supervisor:
             return
         self.child = None
         if code == 0:
-            _log("the app stopped; waiting for changes", "yellow")
+            log("the app stopped; waiting for changes", "yellow")
         elif code < 0:
             name = signal.Signals(-code).name
-            _log(f"the app was killed by {name}; waiting for changes", "yellow")
+            log(f"the app was killed by {name}; waiting for changes", "yellow")
         else:
-            _log(f"the app exited with code {code}; waiting for changes", "yellow")
+            log(f"the app exited with code {code}; waiting for changes", "yellow")
 
     def _stop_child(self) -> bool:
         """Stop the child if it runs (SIGTERM, then SIGKILL); whether it was running."""
@@ -309,7 +290,7 @@ class Supervisor:
             try:
                 child.wait(STOP_WAIT)
             except subprocess.TimeoutExpired:
-                _log(f"the app did not stop within {STOP_WAIT:.0f} s: killing it", "yellow")
+                log(f"the app did not stop within {STOP_WAIT:.0f} s: killing it", "yellow")
                 _killpg(child, signal.SIGKILL)
                 child.wait()
         # Cleared only now, so that a second Ctrl-C meanwhile can still kill it.
@@ -350,75 +331,3 @@ def _killpg(child: subprocess.Popen[bytes], sig: int) -> None:
 def _port_free(host: str, port: int) -> bool:
     error = bind_error(host, port)
     return error is None or error.errno != errno.EADDRINUSE
-
-
-# Editors' swap, backup and probe files, and databases written by the app itself.
-_IGNORED_NAMES = (r"\.db$", r"\.db-", r"\.sqlite\d?(-.*)?$", r"\.migrate\.lock$", r"^4913$")
-_ENV_FILE = re.compile(r"\.env(\..+)?")
-
-
-def _source_filter() -> Callable[[Any, str], bool]:
-    from watchfiles import DefaultFilter
-
-    return DefaultFilter(
-        ignore_dirs=(*DefaultFilter.ignore_dirs, ".ruff_cache", ".forge"),
-        ignore_entity_patterns=(*DefaultFilter.ignore_entity_patterns, *_IGNORED_NAMES),
-    )
-
-
-def _root_filter(targets: Targets) -> Callable[[Any, str], bool]:
-    """In the project folder: forge.toml, .env and .env.*, and the watched folders."""
-    base = _source_filter()
-
-    def accept(change: Any, path: str) -> bool:
-        if not base(change, path):
-            return False
-        name = Path(path).name
-        if name == targets.config_file.name or Path(path) in targets.expected:
-            return True
-        return bool(_ENV_FILE.fullmatch(name)) and name != ".env.example"
-
-    return accept
-
-
-class _Watcher(threading.Thread):
-    """A watchfiles watch on some paths, putting each changed path on a queue."""
-
-    def __init__(
-        self,
-        paths: tuple[Path, ...],
-        *,
-        recursive: bool,
-        accept: Callable[[Any, str], bool],
-        out: queue.Queue[str],
-    ) -> None:
-        super().__init__(name="forge-dev-watch", daemon=True)
-        self.paths = paths
-        self.recursive = recursive
-        self.accept = accept
-        self.out = out
-        self.stop = threading.Event()
-        self.ready = threading.Event()
-
-    def run(self) -> None:
-        from watchfiles import watch
-
-        try:
-            # yield_on_timeout gives control back after the first (empty) poll,
-            # once the OS watches are in place: `ready` then means changes count.
-            for changes in watch(
-                *self.paths,
-                watch_filter=self.accept,
-                recursive=self.recursive,
-                stop_event=self.stop,
-                rust_timeout=200,
-                yield_on_timeout=True,
-                raise_interrupt=False,
-            ):
-                self.ready.set()
-                for _change, path in sorted(changes, key=lambda item: item[1]):
-                    self.out.put(path)
-        except Exception as exc:  # a watched folder removed under it, inotify limits, ...
-            _log(f"cannot watch {', '.join(map(str, self.paths))}: {exc}", "red")
-        finally:
-            self.ready.set()

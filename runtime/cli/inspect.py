@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from .. import config
-from ..introspect import Check, CheckRun, Inventory, effective_config, inventory
+from ..introspect.check import Check, CheckRun
+from ..introspect.config_report import effective_config
+from ..introspect.routes import Inventory, inventory
 from .common import config_option, reports_errors
 
 _COLOURS = {"ok": "green", "warn": "yellow", "FAIL": "red"}

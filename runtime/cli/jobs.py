@@ -15,8 +15,8 @@ from ..db import session_engine
 from ..db.faults import is_unavailable
 from ..db.times import as_utc
 from ..errors import ForgeError, first_line
+from ..jobs.queue import DEAD, QUEUED, RUNNING, STATES, jobs, notify
 from ..node.boot import prepare
-from ..tasks.jobs import DEAD, QUEUED, RUNNING, STATES, jobs, notify
 from .common import check_database, config_option, reports_errors, with_database
 
 RECENT_FAILURES = 10

@@ -10,7 +10,8 @@ import click
 
 from .. import config
 from ..config import Settings
-from ..db.migrate import Applied, MigrationError, Migrator
+from ..db.chains import Applied, MigrationError
+from ..db.migrate import Migrator
 from ..db.revisions import new_revision_file
 from ..observe.log import configure_logging
 from .common import config_option, reports_errors

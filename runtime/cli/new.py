@@ -101,7 +101,7 @@ def vendor(project: Path) -> None:
     dependency and source in pyproject.toml change; what cannot be changed
     safely is refused, saying what to change by hand.
     """
-    from .. import DISTRIBUTION
+    from ..__version__ import DISTRIBUTION
     from ..scaffold import vendor_runtime
 
     root = project

@@ -11,16 +11,17 @@ from datetime import UTC, datetime, timedelta
 import click
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import config
 from ..cluster.registry import NodeInfo, Registry
 from ..config import Settings
-from ..context import Env, run_in_context
 from ..db.faults import is_unavailable
 from ..errors import ForgeError, describe
 from ..node.boot import prepare
-from ..tasks.crons import CronTask, Scheduler, abandon_runs_of, cron_runs
+from ..project.declarations import CronTask
+from ..tasks.crons import Scheduler, abandon_runs_of, cron_runs
+from ..tasks.runner import TaskRunner
 from .common import check_database, config_option, reports_errors, with_database
 
 log = logging.getLogger("forge.scheduler")
@@ -124,18 +125,12 @@ def schedule_run(config_file: str | None, names: tuple[str, ...]) -> None:
 async def _run_due(
     settings: Settings, engine: AsyncEngine, tasks: list[CronTask], forced: set[str]
 ) -> dict[str, str]:
-    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-    env = Env(settings.env, settings.environ)
-
-    def run(fn: object) -> object:
-        return run_in_context(fn, config=settings, env=env, sessionmaker=sessionmaker)
-
     # Registered as a node while it runs, so that if it dies mid-run its peers
     # (or the next schedule:run) reap it and abandon its runs, as for any node:
     # a 'running' row left behind would block an overlap=False task for good.
     info = NodeInfo.describe(settings)
     registry = Registry(engine, info, settings.cluster.dead_after)
-    scheduler = Scheduler(tasks, engine, info.id, run)  # type: ignore[arg-type]
+    scheduler = Scheduler(tasks, engine, info.id, TaskRunner(settings, engine).run)
     registered = await _register(registry)
     beating = asyncio.create_task(_beat(registry, settings.cluster.heartbeat_interval))
     now = datetime.now(UTC)

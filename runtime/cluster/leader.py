@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,44 +30,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..db.locks import FileLock, LockTimeout
+from ..project.declarations import DaemonTask
 
 log = logging.getLogger("forge.leader")
 
 RESTART_DELAY = 1.0
 """A daemon that returns or raises is started again after this many seconds."""
-
-
-class DaemonError(ValueError):
-    """A daemon declaration that cannot run."""
-
-
-@dataclass(frozen=True)
-class DaemonTask:
-    """A function declared with `daemon`."""
-
-    fn: Callable[..., Awaitable[Any]]
-    name: str
-
-    @property
-    def lock_key(self) -> int:
-        """A stable 63-bit advisory lock key for this daemon's name."""
-        digest = hashlib.sha256(f"forge-daemon:{self.name}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") >> 1
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.fn(*args, **kwargs)
-
-
-def daemon(fn: Callable[..., Awaitable[Any]] | None = None, *, name: str | None = None) -> Any:
-    """Run the decorated ``async def worker(ctx: Ctx)`` on exactly one node at a time."""
-
-    def decorate(fn: Callable[..., Awaitable[Any]]) -> DaemonTask:
-        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
-        if not asyncio.iscoroutinefunction(fn):
-            raise DaemonError(f"daemon {task_name!r} must be an async function")
-        return DaemonTask(fn, task_name)
-
-    return decorate(fn) if fn is not None else decorate
 
 
 class Leadership:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -147,9 +148,44 @@ class FrontendSection(Section):
     """Proxy frontend requests to this dev server (e.g. Vite's) instead of serving files."""
 
 
+WORKER_KILL_MARGIN = 2
+"""Seconds a worker gets past the drain bound to cancel what still runs and exit."""
+
+NODE_STOP_MARGIN = 5
+"""Seconds the node's own thread gets past the drain bound to deregister and close."""
+
+GRACE_MARGIN = 10
+"""Seconds a platform (Docker, Kubernetes) should wait past the drain bound before
+a SIGKILL: more than the margins above, for the executable's clean-up too."""
+
+
 class ShutdownSection(Section):
+    """What SIGTERM starts: `delay` of readiness 503, then up to `drain_timeout` of
+    finishing what is in flight. Every deadline of the drain is derived here."""
+
     delay: Duration = 0.0
     drain_timeout: Duration = 30.0
+
+    def drain_bound(self, delay: float | None = None) -> float:
+        """Seconds from SIGTERM to the moment requests and tasks still running are cut.
+
+        `delay` stands for ``[shutdown].delay`` where a platform raises it (k8s).
+        """
+        return (self.delay if delay is None else delay) + self.drain_timeout
+
+    @property
+    def worker_kill_timeout(self) -> int:
+        """Whole seconds from a worker's drain signal to its SIGKILL (Granian counts them)."""
+        return math.ceil(self.drain_timeout) + WORKER_KILL_MARGIN
+
+    @property
+    def node_stop_timeout(self) -> float:
+        """Seconds from SIGTERM that the node's own thread gets to stop."""
+        return self.drain_bound() + NODE_STOP_MARGIN
+
+    def grace_seconds(self, delay: float | None = None) -> int:
+        """Whole seconds a platform should wait after SIGTERM before it kills the app."""
+        return math.ceil(self.drain_bound(delay)) + GRACE_MARGIN
 
 
 class ClusterSection(Section):

@@ -1,13 +1,8 @@
 """Tell a database that cannot be reached from a query that went wrong.
 
-While PostgreSQL restarts, or the network to it is down, a request that needs
-the database gets a 503 at once, in the runtime's error shape (`http_errors`,
-``"detail": "database unavailable"``) with ``Retry-After``: the client, or the
-load balancer, may try again, and nothing about the request itself was wrong.
-Any other database error stays a 500 (logged with its traceback, like every
-unhandled error).
-
-Recovery needs nothing from here: SQLAlchemy invalidates the whole pool when a
+`is_unavailable` is the test: the HTTP layer answers such an error with a 503
+(`runtime.http.database_unavailable`), the logs say it in one line. Recovery
+needs nothing from here: SQLAlchemy invalidates the whole pool when a
 connection turns out to be dead, and the next checkout opens fresh ones.
 
 A command (``forge nodes``, ``jobs:list``, ...) that cannot connect reports it
@@ -16,27 +11,15 @@ as one message naming the database, `unreachable`, instead of a traceback.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import exc as sa_exc
 
 from ..errors import ForgeError, first_line
 
 if TYPE_CHECKING:
-    from litestar import Request, Response
-
     from ..config.database import DatabaseTarget
-
-# Litestar is imported where a response is made, not here: the logging code may
-# ask `is_unavailable` in processes that serve no HTTP (forge migrate, jobs:work).
-
-log = logging.getLogger("forge.db")
-
-RETRY_AFTER = "1"
-"""Seconds a client should wait before trying again: a restart takes about that long."""
 
 _UNAVAILABLE_SQLSTATES = frozenset(
     {
@@ -49,8 +32,6 @@ _UNAVAILABLE_SQLSTATES = frozenset(
 _CONNECTION_EXCEPTION_CLASS = "08"
 """SQLSTATE class 08, connection exception: the connection failed or is gone.
 PgBouncer also reports its own failures (no server, wait timeout) in it."""
-
-_REPORT_INTERVAL = 5.0
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -105,34 +86,6 @@ def _closed_connection(error: BaseException) -> bool:
     return type(error).__name__ == "InterfaceError" and "connection is closed" in str(error)
 
 
-class _Reporter:
-    """Logs an outage once, then a count at most every few seconds, not a line per request."""
-
-    def __init__(self, interval: float = _REPORT_INTERVAL) -> None:
-        self.interval = interval
-        self.last = float("-inf")
-        self.suppressed = 0
-
-    def report(self, request: Request[Any, Any, Any], error: BaseException) -> None:
-        now = time.monotonic()
-        if now - self.last < self.interval:
-            self.suppressed += 1
-            return
-        more = f" (and {self.suppressed} more since the last report)" if self.suppressed else ""
-        log.warning(
-            "database unavailable, answered 503 to %s %s: %s%s",
-            request.method,
-            request.url.path,
-            describe(error),
-            more,
-        )
-        self.last = now
-        self.suppressed = 0
-
-
-_reporter = _Reporter()
-
-
 def describe(error: BaseException) -> str:
     """The innermost driver or socket error, in one line: what actually went wrong."""
     innermost = error
@@ -167,30 +120,3 @@ def driver_message(error: BaseException) -> str:
     return first_line(inner) or (
         "no answer in time" if isinstance(inner, TimeoutError) else type(inner).__name__
     )
-
-
-def database_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    """Litestar exception handler for SQLAlchemy errors: 503 when unavailable, else as usual."""
-    if is_unavailable(error):
-        from ..http.errors import error_response
-
-        _reporter.report(request, error)
-        return error_response(
-            request,
-            503,
-            "database unavailable",
-            headers={"Retry-After": RETRY_AFTER, "Cache-Control": "no-store"},
-        )
-    return _as_usual(request, error)
-
-
-def _as_usual(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    """What the app would answer without this handler: its own 500 handler, else Litestar's."""
-    from litestar.exceptions.responses import create_exception_response
-
-    handlers = request.app.exception_handlers
-    for key in (*type(error).__mro__, 500):
-        handler = handlers.get(key)  # type: ignore[call-overload]
-        if handler is not None and handler is not database_error:
-            return handler(request, error)
-    return create_exception_response(request, error)

@@ -16,135 +16,49 @@ written into it later is not skipped.
 from __future__ import annotations
 
 import logging
-import os
-import re
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext
-from alembic.script import Script, ScriptDirectory
-from alembic.script.revision import RevisionError
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import MetaData, inspect
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
-from ..config.database import DatabaseTarget
-from ..errors import ForgeError, first_line, line_in
-from ..redact import REDACTED, redact_url, secret_values
+from ..errors import ForgeError
 from . import checksums
-from .checksums import Changed
-from .engine import create_engine
-from .faults import driver_message, unreachable
-from .locks import FileLock, PostgresLock
-from .pgbouncer import check_poolers
-from .revisions import (
-    RevisionFileError,
-    Revisions,
-    StatementFailed,
-    empty_upgrade,
-    statement_summary,
+from .autogenerate import autogenerate
+from .chains import (
+    RUNTIME_SCHEMA,
+    Applied,
+    Chain,
+    ChangedRevisionsError,
+    MigrationError,
+    Report,
+    SchemaStatus,
+    chain_scripts,
+    chains,
 )
+from .checksums import Changed
+from .faults import driver_message
+from .migration_errors import failure, scrub
+from .migration_lock import locked
+from .migration_status import (
+    applied_revisions,
+    changed_revisions,
+    commit,
+    current_heads,
+    read_status,
+    unknown_heads,
+)
+from .revisions import RevisionFileError, empty_upgrade
 
 log = logging.getLogger("forge.migrate")
-
-RUNTIME_SCHEMA = Path(__file__).with_name("schema")
-RUNTIME_VERSION_TABLE = "forge_schema_version"
-APP_VERSION_TABLE = "alembic_version"
-
-
-class MigrationError(ForgeError):
-    """A migration failed, or the database holds a revision the code does not know."""
-
-
-class ChangedRevisionsError(MigrationError):
-    """In production: applied revision files were edited since they were applied."""
-
-    exit_code = 2
-
-
-@dataclass(frozen=True)
-class Chain:
-    """One line of revisions and the table that records how far it got."""
-
-    name: str
-    directory: Path
-    version_table: str
-
-    def scripts(self) -> Revisions:
-        return Revisions(self.directory)
-
-
-@dataclass
-class Applied:
-    chain: str
-    revision: str
-    description: str
-    seconds: float
-    direction: str = "up"
-    step: int = 1
-    """This revision's place in the run of its chain, out of `steps`."""
-    steps: int = 1
-
-    def __str__(self) -> str:
-        verb = "applied" if self.direction == "up" else "rolled back"
-        # Progress only where there is a run to follow.
-        place = f" [{self.step}/{self.steps}]" if self.steps > 1 else ""
-        line = f"{verb} {self.chain} {self.revision}{place} in {self.seconds * 1000:.0f} ms"
-        return line + (f"  ({self.description})" if self.description else "")
-
-
-@dataclass
-class Report:
-    """What one run did."""
-
-    applied: list[Applied] = field(default_factory=list)
-    skipped_newer: list[str] = field(default_factory=list)
-    changed: list[Changed] = field(default_factory=list)
-    """Applied revisions whose files changed since (outside production, a warning)."""
-
-    @property
-    def up_to_date(self) -> bool:
-        return not self.applied
-
-
-@dataclass(frozen=True)
-class RevisionStatus:
-    chain: str
-    revision: str
-    description: str
-    kind: str
-    applied: bool
-    is_head: bool
-    changed: bool = False
-    """Applied, and its file changed since."""
-    empty: str | None = None
-    """Pending and would apply nothing: why (see `empty_upgrade`)."""
-
-
-@dataclass
-class SchemaStatus:
-    """Every revision, the database's revisions the code lacks, and changed files."""
-
-    rows: list[RevisionStatus]
-    unknown: dict[str, list[str]]
-    changed: list[Changed]
-
-
-def chains(settings: Settings) -> tuple[Chain, Chain]:
-    return (
-        Chain("runtime", RUNTIME_SCHEMA, RUNTIME_VERSION_TABLE),
-        Chain("app", settings.app_path(settings.migrations.path), APP_VERSION_TABLE),
-    )
 
 
 class Migrator:
@@ -154,43 +68,6 @@ class Migrator:
         self.settings = settings
         self.runtime, self.app = chains(settings)
         self.on_applied = on_applied or (lambda applied: None)
-        # [database].migration_url when set: the lock needs a session of its own.
-        self.target = settings.session_target
-
-    @asynccontextmanager
-    async def locked(self) -> AsyncIterator[AsyncConnection]:
-        """A dedicated connection holding the migration lock."""
-        # Through a transaction pooler the lock would be taken and lost at once:
-        # refuse that before taking it.
-        await check_poolers(self.settings)
-        try:  # with SQLite, this makes the database file's folder
-            engine = create_engine(
-                self.settings,
-                pooled=False,
-                application_name=f"forge migrate {_whoami()}",
-                direct=True,
-            )
-        except OSError as exc:
-            raise unreachable(self.target, exc) from None
-        timeout = self.settings.database.migration_lock_timeout
-        try:
-            connection = await _connect(engine, self.target)
-            try:
-                if self.target.is_sqlite:
-                    lock: FileLock | PostgresLock = FileLock(
-                        Path(f"{self.target.url.database}.migrate.lock")
-                    )
-                else:
-                    lock = PostgresLock(connection)
-                await lock.acquire(timeout)
-                try:
-                    yield connection
-                finally:
-                    await lock.release()
-            finally:
-                await connection.close()
-        finally:
-            await engine.dispose()
 
     async def upgrade(self) -> Report:
         """Apply every pending revision: the runtime's, then the app's.
@@ -199,8 +76,8 @@ class Migrator:
         production they stop the run (`ChangedRevisionsError`) before anything is applied.
         """
         report = Report()
-        async with self.locked() as connection:
-            report.changed = await connection.run_sync(self._changed)
+        async with locked(self.settings) as connection:
+            report.changed = await connection.run_sync(changed_revisions, self.app)
             if report.changed and self.settings.is_production:
                 raise self._refusal(report.changed)
             for chain in (self.runtime, self.app):
@@ -213,20 +90,20 @@ class Migrator:
 
         Each accepted revision with its file and whether it had changed.
         """
-        async with self.locked() as connection:
+        async with locked(self.settings) as connection:
             return await connection.run_sync(self._accept, revisions)
 
     async def rollback(self, steps: int = 1) -> Report:
         """Undo the app's last `steps` revisions."""
         report = Report()
-        async with self.locked() as connection:
+        async with locked(self.settings) as connection:
             await connection.run_sync(self._downgrade, self.app, f"-{steps}", report)
         return report
 
     async def fresh(self) -> Report:
         """Drop every table, then apply all revisions from scratch."""
         report = Report()
-        async with self.locked() as connection:
+        async with locked(self.settings) as connection:
             await connection.run_sync(_drop_everything)
             for chain in (self.runtime, self.app):
                 await connection.run_sync(self._upgrade, chain, report)
@@ -235,8 +112,12 @@ class Migrator:
     async def status(self) -> SchemaStatus:
         """Every revision with applied/pending, revisions in the database the code lacks,
         and applied revisions whose files changed."""
-        async with self.locked() as connection:
+        async with locked(self.settings) as connection:
             return await connection.run_sync(self.read_status)
+
+    def read_status(self, connection: Connection) -> SchemaStatus:
+        """Read-only: `forge check` runs it without the lock."""
+        return read_status(connection, self.runtime, self.app)
 
     def shown(self, path: Path | str) -> str:
         """A revision file as the user knows it: relative to the project where it can be."""
@@ -259,14 +140,14 @@ class Migrator:
 
     async def autogenerate(self, metadata: list[MetaData]) -> tuple[str, str] | None:
         """Upgrade and downgrade code that brings the database to `metadata`, if any."""
-        async with self.locked() as connection:
-            return await connection.run_sync(self._autogenerate, metadata)
+        async with locked(self.settings) as connection:
+            return await connection.run_sync(autogenerate, self.app, metadata)
 
     def head(self) -> str | None:
         """The app's newest revision in the code."""
         if not self.app.directory.is_dir():
             return None
-        heads = self._scripts(self.app).get_heads()
+        heads = chain_scripts(self.app).get_heads()
         if len(heads) > 1:
             raise MigrationError(f"the app's revisions have several heads: {', '.join(heads)}")
         return heads[0] if heads else None
@@ -276,8 +157,8 @@ class Migrator:
     def _upgrade(self, connection: Connection, chain: Chain, report: Report) -> None:
         if not chain.directory.is_dir():
             return  # an app without migrations
-        scripts = self._scripts(chain)
-        unknown = _unknown_heads(connection, chain, scripts)
+        scripts = chain_scripts(chain)
+        unknown = unknown_heads(connection, chain, scripts)
         if unknown:
             if chain is self.app and self.settings.migrations.allow_newer_schema:
                 log.warning(
@@ -319,14 +200,14 @@ class Migrator:
     def _downgrade(self, connection: Connection, chain: Chain, target: str, report: Report) -> None:
         if not chain.directory.is_dir():
             raise MigrationError(f"nothing to roll back: {chain.directory} does not exist")
-        scripts = self._scripts(chain)
-        unknown = _unknown_heads(connection, chain, scripts)
+        scripts = chain_scripts(chain)
+        unknown = unknown_heads(connection, chain, scripts)
         if unknown:
             raise MigrationError(
                 f"cannot roll back: the database is at revision {', '.join(unknown)}, "
                 "which this code does not know"
             )
-        if not _current_heads(connection, chain):
+        if not current_heads(connection, chain):
             raise MigrationError("nothing to roll back: no app revision is applied")
 
         def steps(revision: Any, _context: Any) -> Any:
@@ -351,7 +232,7 @@ class Migrator:
         planned: list[Any] = []
         # The app's checksums, once the runtime chain has created their table.
         tracked = chain is self.app and checksums.exists(connection)
-        _commit(connection)
+        commit(connection)
 
         def counted_steps(revision: Any, context: Any) -> Any:
             nonlocal planned
@@ -401,112 +282,26 @@ class Migrator:
                     connection.rollback()
                 failed = planned[done].revision if done < len(planned) else None
                 raise MigrationError(
-                    self._scrub(_failure(chain.name, failed, exc, self.shown)),
+                    scrub(self.settings, failure(chain.name, failed, exc, self.shown)),
                     hint="fix the revision; the database stays at the last revision that completed",
                 ) from exc
-
-    def _autogenerate(
-        self, connection: Connection, metadata: list[MetaData]
-    ) -> tuple[str, str] | None:
-        scripts = self._scripts(self.app)
-        if set(_current_heads(connection, self.app)) != set(scripts.get_heads()):
-            raise MigrationError(
-                "cannot autogenerate: the database is not at the newest revision",
-                hint="run forge migrate first, then forge migrate:new again",
-            )
-        from alembic.autogenerate import produce_migrations, render_python_code
-
-        context = MigrationContext.configure(
-            connection,
-            opts={
-                "target_metadata": metadata,
-                "version_table": APP_VERSION_TABLE,
-                "include_object": _is_app_object,
-            },
-        )
-        script = produce_migrations(context, metadata)
-        if connection.in_transaction():
-            connection.commit()
-        upgrade_ops = script.upgrade_ops
-        downgrade_ops = script.downgrade_ops
-        if upgrade_ops is None or downgrade_ops is None or upgrade_ops.is_empty():
-            return None
-        return _indented(render_python_code(upgrade_ops)), _indented(
-            render_python_code(downgrade_ops)
-        )
-
-    def _scripts(self, chain: Chain) -> Revisions:
-        try:
-            return chain.scripts()
-        except RevisionFileError:
-            raise
-        except CommandError as exc:
-            raise MigrationError(f"{chain.directory}: {exc}") from None
-
-    def read_status(self, connection: Connection) -> SchemaStatus:
-        """Read-only: `forge check` runs it without the lock."""
-        rows: list[RevisionStatus] = []
-        unknown: dict[str, list[str]] = {}
-        changed = self._changed(connection)
-        changed_ids = {(item.chain, item.revision) for item in changed}
-        for chain in (self.runtime, self.app):
-            if not chain.directory.is_dir():
-                continue
-            scripts = self._scripts(chain)
-            unknown[chain.name] = _unknown_heads(connection, chain, scripts)
-            applied = _applied(connection, chain, scripts)
-            code_heads = set(scripts.get_heads())
-            for script in reversed(list(scripts.walk_revisions())):
-                is_applied = script.revision in applied
-                rows.append(
-                    RevisionStatus(
-                        chain=chain.name,
-                        revision=script.revision,
-                        description=(script.doc or "").strip(),
-                        kind="sql" if str(script.path).endswith(".sql") else "python",
-                        applied=is_applied,
-                        is_head=script.revision in code_heads,
-                        changed=(chain.name, script.revision) in changed_ids,
-                        empty=None if is_applied else empty_upgrade(script),
-                    )
-                )
-        return SchemaStatus(rows, unknown, changed)
-
-    def _changed(self, connection: Connection) -> list[Changed]:
-        """Applied app revisions whose files differ from the checksums recorded for them."""
-        chain = self.app
-        if not chain.directory.is_dir():
-            return []
-        scripts = self._scripts(chain)
-        recorded = checksums.recorded(connection, chain.name)
-        _commit(connection)
-        if not recorded:
-            return []
-        applied = _applied(connection, chain, scripts)
-        return [
-            Changed(chain.name, script.revision, Path(script.path))
-            for script in reversed(list(scripts.walk_revisions()))
-            if script.revision in applied
-            and script.revision in recorded
-            and checksums.file_checksum(Path(script.path)) != recorded[script.revision]
-        ]
 
     def _baseline(self, connection: Connection) -> None:
         """Record the checksums of applied app revisions that have none yet (applied
         before checksums were recorded): from now on, a change to them is noticed."""
         chain = self.app
         if not chain.directory.is_dir() or not checksums.exists(connection):
-            _commit(connection)
+            commit(connection)
             return
-        scripts = self._scripts(chain)
+        scripts = chain_scripts(chain)
         recorded = checksums.recorded(connection, chain.name)
-        applied = _applied(connection, chain, scripts)
+        applied = applied_revisions(connection, chain, scripts)
         missing = [
             script
             for script in scripts.walk_revisions()
             if script.revision in applied and script.revision not in recorded
         ]
-        _commit(connection)
+        commit(connection)
         if missing:
             with connection.begin():
                 for script in missing:
@@ -521,14 +316,14 @@ class Migrator:
         if not chain.directory.is_dir():
             raise MigrationError(f"nothing to accept: {chain.directory} does not exist")
         if not checksums.exists(connection):
-            _commit(connection)
+            commit(connection)
             raise MigrationError(
                 "nothing to accept: no checksums are recorded in this database yet",
                 hint="run forge migrate, which records them",
             )
-        scripts = self._scripts(chain)
-        applied = _applied(connection, chain, scripts)
-        changed = {item.revision for item in self._changed(connection)}
+        scripts = chain_scripts(chain)
+        applied = applied_revisions(connection, chain, scripts)
+        changed = {item.revision for item in changed_revisions(connection, self.app)}
         if wanted is None:
             targets = [
                 script
@@ -554,7 +349,7 @@ class Migrator:
                         hint="forge migrate applies it as the file is now",
                     )
                 targets.append(script)
-        _commit(connection)
+        commit(connection)
         with connection.begin():
             for script in targets:
                 checksums.record(
@@ -577,98 +372,6 @@ class Migrator:
             hint="restore the applied version (and put the change in a new revision), "
             f"or run {accept} if the database already matches",
         )
-
-    def _scrub(self, text: str) -> str:
-        """`text` without the settings' secrets or the passwords of URLs in it."""
-        for secret in secret_values(self.settings):
-            text = text.replace(secret, REDACTED)
-        text = _URL.sub(lambda match: redact_url(match.group(0)), text)
-        return _SQL_PASSWORD.sub(rf"\1'{REDACTED}'", text)
-
-
-async def _connect(engine: AsyncEngine, target: DatabaseTarget) -> AsyncConnection:
-    """A connection, or the one-line error that says why there is none (not a traceback)."""
-    connection = engine.connect()
-    try:
-        await connection.start()
-    except (OSError, SQLAlchemyError) as exc:
-        raise unreachable(target, exc) from None
-    return connection
-
-
-def _commit(connection: Connection) -> None:
-    # Reads autobegin a transaction; end it before Alembic or `begin()` starts theirs.
-    if connection.in_transaction():
-        connection.commit()
-
-
-def _applied(connection: Connection, chain: Chain, scripts: ScriptDirectory) -> set[str]:
-    """The chain's revisions the database has, as far as the code knows them."""
-    applied: set[str] = set()
-    for head in _current_heads(connection, chain):
-        try:
-            applied.update(script.revision for script in scripts.iterate_revisions(head, "base"))
-        except (CommandError, RevisionError):
-            continue  # a revision the code does not know: reported on its own
-    return applied
-
-
-def _current_heads(connection: Connection, chain: Chain) -> tuple[str, ...]:
-    context = MigrationContext.configure(connection, opts={"version_table": chain.version_table})
-    heads = context.get_current_heads()
-    if connection.in_transaction():
-        connection.commit()
-    return tuple(heads)
-
-
-def _unknown_heads(connection: Connection, chain: Chain, scripts: ScriptDirectory) -> list[str]:
-    unknown = []
-    for head in _current_heads(connection, chain):
-        try:
-            scripts.get_revision(head)
-        except CommandError:
-            unknown.append(head)
-    return unknown
-
-
-_URL = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"]+")
-_SQL_PASSWORD = re.compile(r"(PASSWORD\s+)'[^']*'", re.IGNORECASE)
-_DRIVER_CLASS = re.compile(r"^<class '[\w.]+'>:\s*")
-
-
-def _failure(
-    chain: str, script: Script | None, exc: BaseException, shown: Callable[[str], str]
-) -> str:
-    """``<chain> migration <file>:<line> failed [in <statement>]: <Type>: <reason>``."""
-    if script is None:
-        return f"{chain} migration failed: {_error(exc)}"
-    where = shown(script.path)
-    if isinstance(exc, StatementFailed):
-        line = f":{exc.line}" if exc.line else ""
-        cause = exc.__cause__ or exc
-        return (
-            f"{chain} migration {where}{line} failed in "
-            f"{statement_summary(exc.statement)!r}: {_error(cause)}"
-        )
-    line = line_in(exc, Path(script.path))
-    return f"{chain} migration {where}{f':{line}' if line else ''} failed: {_error(exc)}"
-
-
-def _error(exc: BaseException) -> str:
-    """``Type: first line``; for a database error, what the driver said."""
-    reason = driver_message(exc) if isinstance(exc, DBAPIError) else first_line(exc)
-    return f"{type(exc).__name__}: {_DRIVER_CLASS.sub('', reason)}"
-
-
-def _indented(code: str) -> str:
-    # Alembic renders the first line flush left and the rest indented for a body.
-    return code if code.startswith("    ") else "    " + code
-
-
-def _is_app_object(obj: Any, name: str | None, type_: str, reflected: bool, _compare: Any) -> bool:
-    # The runtime's tables and both version tables are not the app's to diff.
-    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", "")
-    return not (table or "").startswith("forge_") and table != APP_VERSION_TABLE
 
 
 def _drop_everything(connection: Connection) -> None:
@@ -693,7 +396,3 @@ def _drop_everything(connection: Connection) -> None:
             hint="drop what stands in the way by hand, then run migrate:fresh again",
         ) from exc
     connection.commit()
-
-
-def _whoami() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"

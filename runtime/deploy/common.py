@@ -13,20 +13,7 @@ from ..redact import is_secret_name
 APP_UID = 10001
 """The non-root user the image runs as (and the pod's ``runAsUser``)."""
 
-GRACE_MARGIN = 10
-"""Seconds past ``[shutdown].delay + drain_timeout`` before a stop becomes a SIGKILL.
-
-The runtime itself allows its workers 2 s past the drain bound (server.KILL_MARGIN)
-to cancel what still runs; the rest is for deregistering, closing the pool and
-the executable's clean-up of its unpacked files.
-"""
-
 _REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)(:-.*)?\}$", re.DOTALL)
-
-
-def grace_seconds(settings: Settings) -> int:
-    """Whole seconds a platform should wait after SIGTERM before it kills the app."""
-    return math.ceil(settings.shutdown.delay + settings.shutdown.drain_timeout) + GRACE_MARGIN
 
 
 def ready_timeout_seconds(settings: Settings) -> int:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import fnmatch
 from pathlib import PurePosixPath
 
-from .. import DISTRIBUTION
+from ..__version__ import DISTRIBUTION
 from ..config import Settings
 from ..errors import ConfigError
 from .common import (
     APP_UID,
     db_name,
     env_entries,
-    grace_seconds,
     header,
     ready_timeout_seconds,
 )
@@ -300,7 +299,7 @@ def compose(settings: Settings) -> str:
                 "ports": [f"{port}:{port}"],
                 "environment": environment,
                 "depends_on": {"db": {"condition": "service_healthy"}},
-                "stop_grace_period": f"{grace_seconds(settings)}s",
+                "stop_grace_period": f"{settings.shutdown.grace_seconds()}s",
                 "restart": "unless-stopped",
             },
             "db": {

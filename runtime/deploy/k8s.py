@@ -13,9 +13,9 @@ import math
 from typing import Any
 
 from ..config import Settings
+from ..config.models import GRACE_MARGIN
 from .common import (
     APP_UID,
-    GRACE_MARGIN,
     env_entries,
     header,
     k8s_name,
@@ -59,7 +59,7 @@ def shutdown_delay(settings: Settings) -> float:
 
 def pod_grace_seconds(settings: Settings) -> int:
     """``terminationGracePeriodSeconds``: the pod's delay, the drain bound and a margin."""
-    return math.ceil(shutdown_delay(settings) + settings.shutdown.drain_timeout) + GRACE_MARGIN
+    return settings.shutdown.grace_seconds(shutdown_delay(settings))
 
 
 def readiness_timing(settings: Settings) -> tuple[int, int]:

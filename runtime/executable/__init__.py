@@ -16,15 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import DISTRIBUTION
+from ..__version__ import DISTRIBUTION
 from ..config import Settings
 from ..config.bundle import BUNDLE_DIR
-from ..db.migrate import RUNTIME_SCHEMA
+from ..db.chains import RUNTIME_SCHEMA
 from ..errors import ForgeError
 from ..frontend import has_frontend
 from .imports import imported_modules
 
-ENTRY = Path(__file__).with_name("entry.py")
+ENTRY = Path(__file__).parent.parent / "__main__.py"
 
 # Imported by name at run time (lazy CLI modules, SQLAlchemy's dialect
 # loading), so PyInstaller's analysis cannot see them.

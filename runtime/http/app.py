@@ -21,15 +21,17 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from .. import config
 from ..context import Env, provide_context
 from ..db import create_engine, session_engine
-from ..db.faults import database_error
 from ..errors import HandlerError
 from ..frontend import Frontend, has_frontend
-from ..node.lifecycle import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, report_cut
-from ..observe.log import AccessLog, configure_logging, log_exception, set_node_id
+from ..observe.log import configure_logging, set_node_id
 from ..observe.metrics import RequestMetrics, watch_pool
-from ..project.discovery import Mount, discover_app, location_of
+from ..project.discovery import discover_app
+from ..project.mounts import Mount, location_of
+from ..status import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, report_cut
+from .access_log import AccessLog
 from .api_docs import openapi_config
-from .errors import ForgeRequest, exception_handlers
+from .database_unavailable import database_error
+from .errors import ForgeRequest, exception_handlers, log_exception
 from .gateway import Gateway
 from .injection import inject_context
 from .internal import InternalAccess

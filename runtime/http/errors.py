@@ -17,12 +17,13 @@ the 404 and 405 its router raises::
 
 A server error (500) carries nothing about the exception, in any environment
 (a development server is exposed more often than one thinks): its type,
-message and traceback are logged (`runtime.observe.log.log_exception`) with the same
+message and traceback are logged (`log_exception`) with the same
 request id, which the response carries.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -32,6 +33,8 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import ClientException, HTTPException, SerializationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from msgspec import Struct
+
+from ..db.faults import is_unavailable
 
 if TYPE_CHECKING:
     from litestar.types import ExceptionHandlersMap
@@ -194,3 +197,20 @@ def _name_missing_field(entry: Any) -> Any:
         return entry
     field = missing["field"]
     return {**entry, "key": field if key == _BODY_KEY else f"{key}.{field}"}
+
+
+def log_exception(exception: BaseException, scope: Any) -> None:
+    """Litestar ``after_exception`` hook: a server error's traceback goes to the log."""
+    status = getattr(exception, "status_code", 500)
+    if status < 500:
+        return
+    if is_unavailable(exception):
+        return  # a 503, logged by runtime.http.database_unavailable as a rate-limited warning
+    logging.getLogger("forge.handler").error(
+        "unhandled %s in %s %s",
+        type(exception).__name__,
+        scope.get("method", ""),
+        scope.get("path", ""),
+        exc_info=exception,
+        extra={"request_id": scope.get("forge.request_id")},
+    )

@@ -21,8 +21,8 @@ from typing import Any
 
 from litestar.utils import normalize_path
 
-from ..observe.log import AccessLog
 from ..observe.metrics import DRAINING_ROUTE, RequestMetrics, route_label
+from .access_log import AccessLog
 from .internal import InternalAccess, forbid
 from .probes import Probes
 

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
-from ..node.lifecycle import NodeStatus
 from ..observe import metrics
 from ..observe.log import node_id
+from ..status import NodeStatus
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from ..node.lifecycle import LocalStatus, SharedStatus
+    from ..status import LocalStatus, SharedStatus
 
 log = logging.getLogger("forge.probes")
 

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
-
-from ..cluster.leader import DaemonTask, Leadership, lock_file_for
-from ..context import Env, run_in_context
-from ..db import create_engine, session_engine
-from ..tasks.crons import CronTask, Scheduler
-from ..tasks.job_worker import JobWorkers, sessionmaker_context
-from ..tasks.jobs import JobTask
+from ..cluster.leader import Leadership, lock_file_for
+from ..db import create_engine
+from ..project.declarations import CronTask, DaemonTask, JobTask
+from ..tasks.crons import Scheduler
+from ..tasks.job_worker import JobWorkers
+from ..tasks.runner import TaskRunner
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -44,13 +42,8 @@ class Background:
         self.settings = settings
         pool = max(settings.database.pool_size, settings.jobs.concurrency + 2) if jobs else None
         self.engine = create_engine(settings, pool_size=pool)
-        sessionmaker = async_sessionmaker(session_engine(self.engine), expire_on_commit=False)
-        env = Env(settings.env, settings.environ)
-
-        def run(fn: Callable[..., Awaitable[Any]]) -> Awaitable[None]:
-            return run_in_context(fn, config=settings, env=env, sessionmaker=sessionmaker)
-
-        self.scheduler = Scheduler(crons, self.engine, node_id, run)
+        runner = TaskRunner(settings, self.engine)
+        self.scheduler = Scheduler(crons, self.engine, node_id, runner.run)
         database = settings.database_target
         lock_engine = (
             None
@@ -66,7 +59,7 @@ class Background:
                 task,
                 engine=lock_engine,
                 lock_file=None if lock_engine else lock_file_for(str(database.url.database), task),
-                run=run,
+                run=runner.run,
                 interval=settings.cluster.heartbeat_interval,
                 on_change=on_leadership_change,
             )
@@ -86,7 +79,7 @@ class Background:
                 queues=settings.jobs.queues,
                 concurrency=settings.jobs.concurrency,
                 poll_interval=settings.jobs.poll_interval,
-                context=sessionmaker_context(settings, sessionmaker),
+                context=runner.context,
             )
             if jobs
             else None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from ..config import Settings
-from ..db.migrate import Migrator, Report
+from ..db.chains import Report
+from ..db.migrate import Migrator
 
 log = logging.getLogger("forge.migrate")
 

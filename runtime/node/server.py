@@ -19,7 +19,6 @@ import contextlib
 import ctypes
 import functools
 import logging
-import math
 import os
 import signal
 import sys
@@ -35,13 +34,11 @@ from granian.server import MPServer
 from ..config import Settings
 from ..observe import metrics
 from ..observe.log import announce, granian_log_config
-from .lifecycle import DRAIN_SIGNAL, WAKE_SIGNAL, Node, SharedStatus, cut_reports
+from ..status import DRAIN_SIGNAL, WAKE_SIGNAL, SharedStatus, cut_reports
+from .lifecycle import Node
 
 log = logging.getLogger("forge.server")
 
-# Past the drain bound, workers cancel what still runs; this is the margin for
-# them to do that and exit before Granian kills them.
-KILL_MARGIN = 2
 # How often a worker that has not stopped yet is woken (see _stop_workers).
 WAKE_INTERVAL = 0.2
 
@@ -99,7 +96,7 @@ class NodeServer(MPServer):
         for worker in self.wrks:
             if worker.inner.pid:
                 os.kill(worker.inner.pid, DRAIN_SIGNAL)
-        self.workers_kill_timeout = math.ceil(shutdown.drain_timeout) + KILL_MARGIN
+        self.workers_kill_timeout = shutdown.worker_kill_timeout
         crashed = False
         try:
             self.shutdown()
@@ -217,7 +214,7 @@ def serve(
         log_dictconfig=granian_log_config(),
         log_access=False,
         # Granian waits forever for a worker that will not stop unless told otherwise.
-        workers_kill_timeout=math.ceil(settings.shutdown.drain_timeout) + KILL_MARGIN,
+        workers_kill_timeout=settings.shutdown.worker_kill_timeout,
         # HTTP/1.1 only: in "auto" mode Granian waits for a connection's first
         # bytes to pick the protocol, with no timer, so a client that connects
         # and sends nothing would be held forever. Without TLS, HTTP/2 needs

@@ -18,7 +18,8 @@ from typing import Any
 from ..config import Settings
 from ..observe.log import announce
 from ..project.discovery import Discovery
-from .lifecycle import LocalStatus, Node, NodeStatus
+from ..status import LocalStatus, NodeStatus
+from .lifecycle import Node
 
 log = logging.getLogger("forge.node")
 

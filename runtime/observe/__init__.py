@@ -1,1 +1,1 @@
-"""."""
+"""What a running node tells its operator: logs and Prometheus metrics."""

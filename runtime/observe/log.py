@@ -10,25 +10,25 @@ Two formats, chosen by ``[logging].format``:
   string, any ``extra`` fields; access lines add ``method``, ``path``,
   ``status`` and ``duration_ms``.
 
-``auto`` (the default) is JSON in production, text otherwise.
+``auto`` (the default) is JSON in production, text otherwise. The access
+log writes the same formats by hand, for speed (`runtime.http.access_log`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
 import os
 import sys
 import time
-from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
-from ..redact import remember_secrets, scrub
+from ..config.secrets import secret_values
+from ..redact import remember, scrub
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -36,16 +36,16 @@ if TYPE_CHECKING:
 Format = Literal["json", "text"]
 
 _FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s%(request)s %(message)s"
-_DATEFMT = "%Y-%m-%dT%H:%M:%S"
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
-_COLORS = {
+LEVEL_COLORS = {
     "DEBUG": "\x1b[2m",  # dim
     "INFO": "\x1b[32m",  # green
     "WARNING": "\x1b[33m",  # yellow
     "ERROR": "\x1b[31m",  # red
     "CRITICAL": "\x1b[1;31m",  # bold red
 }
-_RESET = "\x1b[0m"
+RESET = "\x1b[0m"
 
 _node_id: str | None = None
 _format: Format = "text"
@@ -87,7 +87,7 @@ class TextFormatter(logging.Formatter):
     """``2025-01-31T12:00:00.123 INFO    forge.handler [request-id] message``."""
 
     def __init__(self, color: bool = False) -> None:
-        super().__init__(_FORMAT, datefmt=_DATEFMT)
+        super().__init__(_FORMAT, datefmt=DATE_FORMAT)
         self.color = color
 
     def format(self, record: logging.LogRecord) -> str:
@@ -98,7 +98,7 @@ class TextFormatter(logging.Formatter):
         # Color the padded name, so columns still line up; restore the record
         # afterwards, since other handlers may format it too.
         levelname = record.levelname
-        record.levelname = f"{_COLORS.get(levelname, '')}{levelname:<7}{_RESET}"
+        record.levelname = f"{LEVEL_COLORS.get(levelname, '')}{levelname:<7}{RESET}"
         try:
             return scrub(super().format(record))
         finally:
@@ -141,7 +141,7 @@ class JsonFormatter(_LibraryJsonFormatter):
 
 def _utc_stamp(created: float) -> str:
     # ISO 8601 in UTC with milliseconds and a Z: sorts as text, parses everywhere.
-    return time.strftime(_DATEFMT, time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+    return time.strftime(DATE_FORMAT, time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
 
 def make_formatter(fmt: Format, stream: TextIO | None = None) -> logging.Formatter:
@@ -161,7 +161,7 @@ def configure_logging(settings: Settings | None = None, level: str | None = None
     global _format
     chosen = level or (settings.logging.level if settings else "INFO")
     if settings is not None:
-        remember_secrets(settings)
+        remember(secret_values(settings))
     _format = log_format(settings)
     formatter = make_formatter(_format, sys.stderr)
     handler = logging.StreamHandler(sys.stderr)
@@ -213,109 +213,3 @@ def announce(message: str) -> None:
     record = logging.LogRecord("forge.server", logging.INFO, "", 0, message, None, None)
     for handler in logging.getLogger("forge").handlers:
         handler.handle(record)
-
-
-def log_exception(exception: BaseException, scope: Any) -> None:
-    """Litestar ``after_exception`` hook: a server error's traceback goes to the log."""
-    status = getattr(exception, "status_code", 500)
-    if status < 500:
-        return
-    from ..db.faults import is_unavailable  # here: importing runtime.db loads SQLAlchemy
-
-    if is_unavailable(exception):
-        return  # a 503, logged by runtime.db.faults as a rate-limited warning
-    logging.getLogger("forge.handler").error(
-        "unhandled %s in %s %s",
-        type(exception).__name__,
-        scope.get("method", ""),
-        scope.get("path", ""),
-        exc_info=exception,
-        extra={"request_id": scope.get("forge.request_id")},
-    )
-
-
-class AccessLog:
-    """One line per request, formatted without the logging machinery and written in batches.
-
-    A `logging` record per request costs as much as a small request itself;
-    this writes the same line format for a fraction of that. Lines are flushed
-    every `flush_interval` seconds and when the worker stops.
-    """
-
-    def __init__(
-        self,
-        stream: TextIO | None = None,
-        flush_interval: float = 0.05,
-        *,
-        fmt: Format = "text",
-        color: bool | None = None,
-    ) -> None:
-        self.stream = stream or sys.stderr
-        self.flush_interval = flush_interval
-        self._pending: list[str] = []
-        self._scheduled = False
-        self._second = -1
-        self._stamp = ""
-        self.json = fmt == "json"
-        if color is None:
-            color = not self.json and use_color(self.stream)
-        self._level = f"{_COLORS['INFO']}INFO   {_RESET}" if color else "INFO   "
-        # The constant part of a JSON line's tail, made once: the node id is
-        # known before a worker builds its app.
-        node = _node_id
-        self._json_node = f',"node_id":{encode_basestring_ascii(node)}' if node else ""
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> AccessLog | None:
-        enabled = settings.logging.access_log
-        level = logging.getLevelName(settings.logging.level)
-        if not (enabled and level <= logging.INFO):
-            return None
-        return cls(fmt=log_format(settings))
-
-    def write(self, method: str, path: str, status: int, seconds: float, request_id: str) -> None:
-        now = time.time()
-        if self.json:
-            line = self._json_line(now, method, path, status, seconds, request_id)
-        else:
-            if int(now) != self._second:
-                self._second = int(now)
-                self._stamp = time.strftime(_DATEFMT, time.localtime(now))
-            if not path.isprintable():  # a %0A in the URL must not forge a log line
-                path = repr(path)[1:-1]
-            line = (
-                f"{self._stamp}.{int(now % 1 * 1000):03d} {self._level} forge.access "
-                f"[{request_id}] {method} {path} {status} {seconds * 1000:.1f}ms\n"
-            )
-        self._pending.append(line)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
-
-    def _json_line(
-        self, now: float, method: str, path: str, status: int, seconds: float, request_id: str
-    ) -> str:
-        # Built by hand with the json module's C string encoder rather than
-        # json.dumps of a dict (or a logging record): a third of the cost, and this
-        # runs once per request. The encoder escapes quotes, backslashes, control
-        # characters and non-ASCII, so a hostile path or request id can break out
-        # of neither its string nor its line; the message reuses the escaped parts.
-        if int(now) != self._second:
-            self._second = int(now)
-            self._stamp = time.strftime(_DATEFMT, time.gmtime(now))
-        method_json = encode_basestring_ascii(method)
-        path_json = encode_basestring_ascii(path)
-        return (
-            f'{{"time":"{self._stamp}.{int(now % 1 * 1000):03d}Z","level":"INFO",'
-            f'"logger":"forge.access","message":"{method_json[1:-1]} {path_json[1:-1]} {status}",'
-            f'"request_id":{encode_basestring_ascii(request_id)}{self._json_node},'
-            f'"method":{method_json},"path":{path_json},"status":{status},'
-            f'"duration_ms":{seconds * 1000:.3f}}}\n'
-        )
-
-    def flush(self) -> None:
-        self._scheduled = False
-        if self._pending:
-            lines, self._pending = "".join(self._pending), []
-            self.stream.write(lines)
-            self.stream.flush()

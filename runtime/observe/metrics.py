@@ -34,7 +34,7 @@ from ..processes import pid_alive
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from ..node.lifecycle import LocalStatus, SharedStatus
+    from ..status import LocalStatus, SharedStatus
 
 log = logging.getLogger("forge.metrics")
 
@@ -188,7 +188,7 @@ class _NodeCollector:
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
-        from ..node.lifecycle import NodeStatus
+        from ..status import NodeStatus
 
         status = self.status.get()
         state = GaugeMetricFamily(

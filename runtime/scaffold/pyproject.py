@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import DISTRIBUTION
+from ..__version__ import DISTRIBUTION
 from ..errors import ConfigError
 
 # Unrelated projects on the public registry under names this runtime had or

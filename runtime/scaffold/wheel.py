@@ -25,7 +25,7 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
-from .. import DISTRIBUTION
+from ..__version__ import DISTRIBUTION
 from ..errors import ForgeError
 
 VENDOR_DIR = "vendor"

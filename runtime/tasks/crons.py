@@ -19,9 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
 from sqlalchemy import (
     Column,
     DateTime,
@@ -40,12 +38,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db.times import as_utc, utcnow
 from ..observe.metrics import count_cron_run
+from ..project.declarations import CronTask
 from ..redact import scrub
 
 log = logging.getLogger("forge.scheduler")
-
-DEFAULT_CATCH_UP = 10
-"""Missed ticks run after downtime with ``catch_up=True``."""
 
 metadata = MetaData()
 
@@ -61,95 +57,6 @@ cron_runs = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("error", Text),
 )
-
-
-class CronError(ValueError):
-    """A cron declaration that cannot be scheduled."""
-
-
-@dataclass(frozen=True)
-class CronTask:
-    """A function declared with `cron`, and when to run it."""
-
-    fn: Callable[..., Awaitable[Any]]
-    expression: str
-    timezone: str = "UTC"
-    catch_up: int = 0
-    timeout: float | None = None
-    overlap: bool = True
-    name: str = ""
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    def ticks_after(self, moment: datetime) -> croniter:
-        """An iterator over this task's ticks after `moment` (in its time zone)."""
-        seconds_first = len(self.expression.split()) == 6
-        return croniter(
-            self.expression, moment.astimezone(self.zone), second_at_beginning=seconds_first
-        )
-
-    def next_tick(self, after: datetime) -> datetime:
-        return self.ticks_after(after).get_next(datetime).astimezone(UTC)
-
-    def previous_tick(self, before: datetime) -> datetime:
-        return self.ticks_after(before).get_prev(datetime).astimezone(UTC)
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.fn(*args, **kwargs)
-
-
-def cron(
-    expression: str,
-    *,
-    timezone: str = "UTC",
-    catch_up: bool | int = False,
-    timeout: float | None = None,
-    overlap: bool = True,
-    name: str | None = None,
-) -> Callable[[Callable[..., Awaitable[Any]]], CronTask]:
-    """Run the decorated ``async def task(ctx: Ctx)`` on a cron schedule.
-
-    `expression` has 5 fields (minute hour day month weekday), 6 with seconds
-    first, or is an alias such as ``@hourly``. `catch_up` runs ticks missed
-    while no node ran (``True``: up to 10, or a number); `timeout` cancels a run
-    after so many seconds; ``overlap=False`` skips a tick while the previous run
-    of the task is still going, on any node.
-    """
-
-    def decorate(fn: Callable[..., Awaitable[Any]]) -> CronTask:
-        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
-        if not asyncio.iscoroutinefunction(fn):
-            raise CronError(f"cron task {task_name!r} must be an async function")
-        try:
-            zone = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise CronError(f"cron task {task_name!r}: unknown time zone {timezone!r}") from None
-        fields = len(expression.split())
-        if not expression.startswith("@") and fields not in {5, 6}:
-            raise CronError(
-                f"cron task {task_name!r}: invalid expression {expression!r}: "
-                "expected 5 fields (minute hour day month weekday), 6 with seconds first, "
-                "or an alias such as @hourly"
-            )
-        try:
-            ticks = croniter(expression, datetime.now(zone), second_at_beginning=fields == 6)
-        except (ValueError, KeyError) as exc:
-            raise CronError(
-                f"cron task {task_name!r}: invalid expression {expression!r}: {exc}"
-            ) from None
-        try:
-            ticks.get_next(datetime)
-        except CroniterBadDateError:
-            # Such as "0 0 31 2 *": it would stop the scheduler at its first tick.
-            raise CronError(
-                f"cron task {task_name!r}: invalid expression {expression!r}: it matches no date"
-            ) from None
-        missed = DEFAULT_CATCH_UP if catch_up is True else int(catch_up)
-        return CronTask(fn, expression, timezone, missed, timeout, overlap, task_name)
-
-    return decorate
 
 
 @dataclass

@@ -27,14 +27,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..context import Context, Env
+from ..context import Context
 from ..db.times import utcnow
 from ..errors import describe
+from ..jobs.queue import CHANNEL, DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, jobs, notify
 from ..observe.metrics import count_job
+from ..project.declarations import JobTask
 from ..redact import scrub
-from .jobs import CHANNEL, DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, JobTask, jobs, notify
 
 log = logging.getLogger("forge.jobs")
 
@@ -313,15 +314,3 @@ def _result(value: Any) -> str | None:
 def _describe(exc: BaseException) -> str:
     # Stored and shown by jobs:list: never with a secret in it.
     return scrub(describe(exc))
-
-
-def sessionmaker_context(
-    settings: Any, sessionmaker: async_sessionmaker[AsyncSession]
-) -> Callable[[str], Context]:
-    """A factory of fresh job contexts, by request id (for log lines)."""
-    env = Env(settings.env, settings.environ)
-
-    def make(request_id: str) -> Context:
-        return Context(config=settings, env=env, sessionmaker=sessionmaker, request_id=request_id)
-
-    return make

@@ -1,4 +1,4 @@
-"""What ``forge check``, ``forge routes`` and ``forge config`` report about an app.
+"""What ``forge check`` reports about an app.
 
 Everything here reads; nothing writes: `check` does not create a SQLite file
 that is not there yet, takes no migration lock and gives an unreachable
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -18,254 +17,19 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
-
-from . import config
-from .cluster.leader import DaemonTask
-from .config import Settings
-from .config.sources import read_toml
-from .errors import ConfigError, ForgeError, HandlerError
-from .http.api_docs import API_DOCS_PATH, SCHEMA_PATH, api_docs_enabled
-from .http.probes import HEALTH_PATH, METRICS_PATH, READY_PATH
-from .project import discovery
-from .redact import REDACTED, is_secret_name, redact_value
-from .tasks.crons import CronTask
-from .tasks.jobs import JobTask
+from .. import config
+from ..cluster.leader import DaemonTask
+from ..config import Settings
+from ..errors import ConfigError, ForgeError, HandlerError
+from ..http.api_docs import API_DOCS_PATH, api_docs_enabled
+from ..project import discovery, mounts
+from ..project.declarations import JobTask
+from ..tasks.crons import CronTask
+from . import common
+from .routes import handler_routes
 
 DB_TIMEOUT = 5.0
 """Seconds `check` gives the database to connect and answer."""
-
-BUILT_IN = "built-in"
-
-# ---------------------------------------------------------------------------
-# forge config
-
-
-@dataclass(frozen=True)
-class ConfigValue:
-    """One effective key, its value as it may be shown, and where it came from."""
-
-    key: str
-    value: Any
-    source: str
-
-
-def effective_config(settings: Settings) -> list[ConfigValue]:
-    """Every key of the effective configuration, secrets redacted, with its source.
-
-    Secrets are told by name (`redact.is_secret_name`) and passwords in URLs;
-    an unset value is None, not hidden, since there is nothing to hide.
-    """
-    raw = _raw_toml(settings)
-    toml_name = settings.source_file.name if settings.source_file else None
-    values: list[ConfigValue] = []
-    for section in type(settings).model_fields:
-        current = getattr(settings, section)
-        if isinstance(current, BaseModel):
-            items = [(key, getattr(current, key)) for key in type(current).model_fields]
-        else:  # [env]: the user's own names
-            items = sorted(current.items())
-        for key, value in items:
-            dotted = f"{section}.{key}"
-            origin = settings.sources.get(dotted)
-            variables = _interpolated(raw, section, key) if origin == toml_name else []
-            shown = _plain(value)
-            # A value read from a secret-looking variable is a secret, whatever its key.
-            if shown is not None and any(is_secret_name(variable) for variable in variables):
-                shown = REDACTED
-            else:
-                shown = redact_value(dotted, shown)
-            values.append(ConfigValue(dotted, shown, _source(origin, variables)))
-    return values
-
-
-def _raw_toml(settings: Settings) -> dict[str, Any]:
-    if settings.source_file is None:
-        return {}
-    try:
-        return read_toml(settings.source_file).data
-    except ConfigError:
-        return {}  # it loaded a moment ago; a file changed since is not worth failing for
-
-
-def _interpolated(raw: dict[str, Any], section: str, key: str) -> list[str]:
-    """The variables that forge.toml's value for the key refers to (``${NAME}``)."""
-    table = raw.get(section)
-    value = table.get(key) if isinstance(table, dict) else None
-    if not isinstance(value, str):
-        return []
-    return re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", value)
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-friendly value: sizes are ints, lists stay lists."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | float):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return str(value)
-
-
-def _source(origin: str | None, variables: list[str]) -> str:
-    """``default``, ``forge.toml``, ``.env (PORT)``, ``environment (DATABASE_URL)``..."""
-    if origin is None:
-        return "default"
-    if origin.startswith("environment variable "):
-        return f"environment ({origin.removeprefix('environment variable ')})"
-    name, separator, variable = origin.partition(": ")
-    if separator and name.startswith(".env"):
-        return f"{name} ({variable})"
-    if variables:
-        return f"{origin} ({', '.join(f'${{{v}}}' for v in variables)})"
-    return origin
-
-
-# ---------------------------------------------------------------------------
-# forge routes
-
-
-@dataclass(frozen=True)
-class Where:
-    """Where a function is declared: ``handlers/notes.py:create_note``, line 12."""
-
-    file: str
-    function: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.function}"
-
-
-@dataclass(frozen=True)
-class RouteRow:
-    method: str
-    path: str
-    handler: Where | None
-    """None for the runtime's own endpoints."""
-    note: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        base: dict[str, Any] = {"method": self.method, "path": self.path}
-        if self.handler is None:
-            return {**base, "handler": BUILT_IN, "builtin": True, "note": self.note}
-        return {
-            **base,
-            "handler": str(self.handler),
-            "file": self.handler.file,
-            "function": self.handler.function,
-            "line": self.handler.line,
-            "builtin": False,
-        }
-
-
-@dataclass
-class Inventory:
-    """What an app serves and runs: routes, crons, daemons and jobs."""
-
-    routes: list[RouteRow] = field(default_factory=list)
-    crons: list[dict[str, Any]] = field(default_factory=list)
-    daemons: list[dict[str, Any]] = field(default_factory=list)
-    jobs: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "routes": [route.as_json() for route in self.routes],
-            "crons": self.crons,
-            "daemons": self.daemons,
-            "jobs": self.jobs,
-        }
-
-
-def inventory(settings: Settings, found: discovery.Discovery) -> Inventory:
-    """The routes (the handlers' and the runtime's own), crons, daemons and jobs."""
-    root = settings.app_root
-    result = Inventory(routes=handler_routes(found.mounts, settings.handlers.prefix, root))
-    result.routes += builtin_routes(settings)
-    for task in found.crons:
-        where = locate(task.fn, root)
-        result.crons.append(
-            {
-                "name": task.name,
-                "expression": task.expression,
-                "timezone": task.timezone,
-                "handler": str(where),
-                "line": where.line,
-            }
-        )
-    for task in found.daemons:
-        where = locate(task.fn, root)
-        result.daemons.append({"name": task.name, "handler": str(where), "line": where.line})
-    for task in found.jobs:
-        where = locate(task.fn, root)
-        result.jobs.append(
-            {
-                "name": task.name,
-                "queue": task.queue,
-                "retries": task.retries,
-                "timeout": task.timeout,
-                "priority": task.priority,
-                "handler": str(where),
-                "line": where.line,
-            }
-        )
-    return result
-
-
-def handler_routes(mounts: list[discovery.Mount], prefix: str, root: Path) -> list[RouteRow]:
-    """One row per method and path of the handlers, sorted by path.
-
-    Each under `prefix` (``[handlers].prefix``), or its module's own ``PREFIX``.
-    """
-    from litestar import Router
-
-    rows = []
-    for mount in mounts:
-        router = Router(path=mount.path_prefix(prefix) or "/", route_handlers=[mount.target])
-        for path, handlers in router.route_handler_method_map.items():
-            for method, handler in handlers.items():
-                if discovery.is_automatic_handler(handler):
-                    continue
-                shown = {"websocket": "WS", "asgi": "ASGI"}.get(method, method)
-                rows.append(RouteRow(shown, path, locate(handler.fn, root)))
-    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS", "ASGI"]
-    return sorted(
-        rows,
-        key=lambda r: (r.path, order.index(r.method) if r.method in order else 99, r.method),
-    )
-
-
-def builtin_routes(settings: Settings) -> list[RouteRow]:
-    """The runtime's own endpoints under ``/_api``, as this configuration serves them."""
-    rows = [
-        RouteRow("GET", HEALTH_PATH, None, "liveness"),
-        RouteRow("GET", READY_PATH, None, "readiness"),
-        RouteRow("GET", METRICS_PATH, None, "Prometheus metrics"),
-    ]
-    if api_docs_enabled(settings):
-        rows.append(RouteRow("GET", API_DOCS_PATH, None, "Swagger UI"))
-        rows.append(RouteRow("GET", SCHEMA_PATH, None, "OpenAPI schema"))
-    return rows
-
-
-def locate(fn: Any, root: Path) -> Where:
-    """Where `fn` (a handler, a Controller's method, a task) is written."""
-    target = inspect.unwrap(getattr(fn, "__func__", fn))
-    name = getattr(target, "__qualname__", getattr(target, "__name__", repr(target)))
-    try:
-        file = inspect.getsourcefile(target) or inspect.getfile(target)
-    except TypeError:
-        return Where(getattr(target, "__module__", "?"), name)
-    try:
-        line: int | None = inspect.getsourcelines(target)[1]
-    except (OSError, TypeError):
-        line = None
-    return Where(discovery.relative_path(Path(file), root), name, line)
-
-
-# ---------------------------------------------------------------------------
-# forge check
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -304,13 +68,13 @@ def _checks(run: CheckRun) -> Iterator[Check]:
         hint = (f"hint: {exc.hint}",) if exc.hint else ()
         yield Check("FAIL", "configuration", header, (*(line.strip() for line in rest), *hint))
         return
-    from .observe.log import configure_logging
+    from ..observe.log import configure_logging
 
     configure_logging(settings)
     yield Check(
         "ok",
         "configuration",
-        f"{_shown(settings.source_file, settings.root)}: app {settings.app.name} "
+        f"{common.shown(settings.source_file, settings.root)}: app {settings.app.name} "
         f"{settings.app.version}, env {settings.app.env}",
     )
     found = yield from _check_handlers(settings)
@@ -326,7 +90,7 @@ def _check_handlers(settings: Settings) -> Generator[Check, None, discovery.Disc
     """Import every handler module, reporting each that fails; what the rest declare."""
     found = discovery.Discovery()
     directory = settings.app_path(settings.handlers.path)
-    shown = _shown(directory, settings.root)
+    shown = common.shown(directory, settings.root)
     if not directory.is_dir():
         yield Check("warn", "handlers", f"no folder {shown}: the app serves no routes")
         return found
@@ -355,12 +119,12 @@ def _check_handlers(settings: Settings) -> Generator[Check, None, discovery.Disc
 def _check_routes(settings: Settings, found: discovery.Discovery) -> Iterator[Check]:
     from litestar.exceptions import ImproperlyConfiguredException
 
-    from .http.app import create_app
+    from ..http.app import create_app
 
     root = settings.app_root
     try:
-        found.mounts = discovery.collect_mounts(found.modules, root)
-        discovery.check_conflicts(found.mounts, settings.handlers.prefix)
+        found.mounts = mounts.collect_mounts(found.modules, root)
+        mounts.check_conflicts(found.mounts, settings.handlers.prefix)
         routes = handler_routes(found.mounts, settings.handlers.prefix, root)
         gateway = create_app(settings, found.mounts)
     except HandlerError as exc:
@@ -399,7 +163,7 @@ def _check_tasks(settings: Settings, found: discovery.Discovery) -> Iterator[Che
     root = settings.app_root
     now = datetime.now(UTC)
     for task in found.crons:
-        where = locate(task.fn, root)
+        where = common.locate(task.fn, root)
         try:
             ZoneInfo(task.timezone)
             upcoming = task.next_tick(now)
@@ -417,9 +181,9 @@ def _check_tasks(settings: Settings, found: discovery.Discovery) -> Iterator[Che
             f"({where})",
         )
     for task in found.daemons:
-        yield Check("ok", f"daemon {task.name}", str(locate(task.fn, root)))
+        yield Check("ok", f"daemon {task.name}", str(common.locate(task.fn, root)))
     for task in found.jobs:
-        where = locate(task.fn, root)
+        where = common.locate(task.fn, root)
         problems = _job_problems(task)
         timeout = f"{task.timeout:g}s" if task.timeout else "none"
         detail = (
@@ -466,12 +230,12 @@ def _check_revisions(settings: Settings) -> Generator[Check, None, list[Revision
     """Parse both chains' revision files; the revisions, or None if a file is broken."""
     from alembic.util import CommandError
 
-    from .db.migrate import chains
+    from ..db.migrate import chains
 
     everything: list[Revision] = []
     broken = False
     for chain in chains(settings):
-        shown = _shown(chain.directory, settings.root)
+        shown = common.shown(chain.directory, settings.root)
         if not chain.directory.is_dir():
             yield Check("ok", f"{chain.name} migrations", f"no folder {shown}: no revisions")
             continue
@@ -515,7 +279,7 @@ def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
         return Check(
             "warn",
             "database",
-            f"database not created yet ({_shown(Path(url.database), settings.root)}): "
+            f"database not created yet ({common.shown(Path(url.database), settings.root)}): "
             f"{len(revisions)} pending",
             ("forge migrate (or forge run) creates it and applies them",),
         )
@@ -558,7 +322,7 @@ def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
             ),
         )
     if status.changed:
-        from .db.migrate import Migrator
+        from ..db.migrate import Migrator
 
         # Production boot refuses these; elsewhere they are a warning.
         migrator = Migrator(settings)
@@ -584,8 +348,8 @@ async def _status(settings: Settings, url: Any) -> Any:
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    from .db.faults import unreachable
-    from .db.migrate import Migrator
+    from ..db.faults import unreachable
+    from ..db.migrate import Migrator
 
     if settings.database_target.is_sqlite:
         connect_args: dict[str, Any] = {"timeout": DB_TIMEOUT}
@@ -609,14 +373,14 @@ async def _status(settings: Settings, url: Any) -> Any:
 
 
 def _check_frontend(settings: Settings) -> Check:
-    from .frontend.build import needs_build
+    from ..frontend.build import needs_build
 
     frontend = settings.frontend
     if frontend.dev_url:
         return Check("ok", "frontend", f"proxied to the dev server at {frontend.dev_url}")
     build = settings.app_path(frontend.path)
     source = settings.path(frontend.source)
-    shown = _shown(build, settings.root)
+    shown = common.shown(build, settings.root)
     has_sources = (source / "package.json").is_file()
     if (build / "index.html").is_file():
         if has_sources and needs_build(source, build):
@@ -633,12 +397,3 @@ def _check_frontend(settings: Settings) -> Check:
         "frontend",
         f"no build at {shown} and no [frontend].dev_url: only the API is served",
     )
-
-
-def _shown(path: Path | None, root: Path) -> str:
-    if path is None:
-        return "?"
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)

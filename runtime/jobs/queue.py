@@ -17,10 +17,6 @@ to the queue, so a job must tolerate running again (``ctx.job.attempt``).
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -44,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..cluster.registry import nodes
 from ..db.times import utcnow
+from ..project.declarations import JobError, JobTask
 
 CHANNEL = "forge_jobs"
 """The PostgreSQL NOTIFY channel; the payload is the job's queue."""
@@ -81,80 +78,6 @@ jobs = Table(
         sqlite_where=text("status = 'queued'"),
     ),
 )
-
-
-class JobError(ValueError):
-    """A job declaration that cannot run, or an enqueue with unusable arguments."""
-
-
-@dataclass(frozen=True)
-class JobTask:
-    """A function declared with `job`, and how to run it."""
-
-    fn: Callable[..., Awaitable[Any]]
-    name: str
-    retries: int = 3
-    backoff: float = 5.0
-    timeout: float | None = None
-    queue: str = "default"
-    priority: int = 0
-
-    def retry_delay(self, attempt: int) -> float:
-        """Seconds before the retry that follows failed attempt `attempt` (1-based)."""
-        return self.backoff * 2 ** max(attempt - 1, 0)
-
-    def serialise(self, kwargs: dict[str, Any]) -> str:
-        """The JSON of `kwargs`, checked against the function's parameters.
-
-        Raises `JobError` naming the job and the argument.
-        """
-        try:
-            inspect.signature(self.fn).bind(None, **kwargs)
-        except TypeError as exc:
-            raise JobError(f"cannot enqueue job {self.name!r}: {exc}") from None
-        for key, value in kwargs.items():
-            try:
-                json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise JobError(
-                    f"cannot enqueue job {self.name!r}: argument {key!r} is not "
-                    f"JSON-serialisable ({type(value).__name__}: {exc})"
-                ) from None
-        return json.dumps(kwargs, allow_nan=False, separators=(",", ":"))
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.fn(*args, **kwargs)
-
-
-def job(
-    fn: Callable[..., Awaitable[Any]] | None = None,
-    *,
-    retries: int = 3,
-    backoff: float = 5.0,
-    timeout: float | None = None,
-    queue: str = "default",
-    priority: int = 0,
-    name: str | None = None,
-) -> Any:
-    """Declare ``async def task(ctx: Ctx, **arguments)`` as a background job.
-
-    A failed attempt is retried up to `retries` times, after `backoff` seconds,
-    doubling each time; then the job is dead, with its error. `timeout` cancels
-    an attempt after so many seconds (a failure). Workers take the jobs of the
-    queues in ``[jobs].queues``, higher `priority` first, then oldest first.
-    """
-
-    def decorate(fn: Callable[..., Awaitable[Any]]) -> JobTask:
-        job_name = name or f"{fn.__module__}.{fn.__qualname__}"
-        if not asyncio.iscoroutinefunction(fn):
-            raise JobError(f"job {job_name!r} must be an async function")
-        if retries < 0 or backoff < 0 or (timeout is not None and timeout <= 0):
-            raise JobError(f"job {job_name!r}: retries and backoff must be >= 0, timeout > 0")
-        if not inspect.signature(fn).parameters:
-            raise JobError(f"job {job_name!r} must take ctx as its first parameter")
-        return JobTask(fn, job_name, retries, float(backoff), timeout, queue, int(priority))
-
-    return decorate(fn) if fn is not None else decorate
 
 
 @dataclass(frozen=True)
@@ -238,4 +161,4 @@ async def requeue_orphans(connection: AsyncConnection) -> list[int]:
     return [row.id for row in rows]
 
 
-__all__ = ["JobError", "JobInfo", "JobTask", "enqueue", "job", "jobs", "requeue_orphans"]
+__all__ = ["JobInfo", "enqueue", "jobs", "requeue_orphans"]
