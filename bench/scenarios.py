@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import tomli_w
 
-from runtime import config
-from runtime.frontend.build import ensure_built
+from runtime import _config as config
+from runtime._frontend.build import ensure_built
 
 from . import pg
 from .client import Connection
@@ -203,7 +203,7 @@ def _throughput_row(scenario: str, load: Load, runs: Sequence[WrkResult]) -> Row
 def describe_forge(project: DemoProject) -> str:
     """The runtime's effective configuration for the demo project, as the runtime loads it."""
     try:
-        from runtime import config
+        from runtime import _config as config
 
         settings = config.load(project.root / "forge.toml", environ=clean_environ())
     except Exception as exc:  # the summary is informative only

@@ -9,7 +9,7 @@ Everything a handler module needs comes from here, and only from here::
     async def hello(ctx: Ctx) -> dict[str, str]:
         return {"message": ctx.env("GREETING", "Hello")}
 
-The packages beneath (`runtime.http`, `runtime.node`, ...) are the runtime's
+The packages beneath (`runtime._http`, `runtime._node`, ...) are the runtime's
 own machinery: they change without notice, so handlers never import them.
 """
 
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from .__version__ import __version__
 
 if TYPE_CHECKING:
-    from .context import Context, Ctx, Env, MissingEnvError
-    from .http.errors import ErrorBody
-    from .jobs.queue import JobInfo
-    from .project.declarations import JobError, cron, daemon, job
+    from ._context import Context, Ctx, Env, MissingEnvError
+    from ._http.errors import ErrorBody
+    from ._jobs.queue import JobInfo
+    from ._project.declarations import JobError, cron, daemon, job
 
 __all__ = [
     "Context",
@@ -41,16 +41,16 @@ __all__ = [
 ]
 
 _HOMES = {
-    "Context": ".context",
-    "Ctx": ".context",
-    "Env": ".context",
-    "MissingEnvError": ".context",
-    "ErrorBody": ".http.errors",
-    "JobError": ".project.declarations",
-    "cron": ".project.declarations",
-    "daemon": ".project.declarations",
-    "job": ".project.declarations",
-    "JobInfo": ".jobs.queue",
+    "Context": "._context",
+    "Ctx": "._context",
+    "Env": "._context",
+    "MissingEnvError": "._context",
+    "ErrorBody": "._http.errors",
+    "JobError": "._project.declarations",
+    "cron": "._project.declarations",
+    "daemon": "._project.declarations",
+    "job": "._project.declarations",
+    "JobInfo": "._jobs.queue",
 }
 
 

@@ -1,6 +1,6 @@
 """Where the ``forge`` command starts: ``python -m runtime``, and the built executable.
 
-The executable runs this file as its script (`runtime.executable`): there,
+The executable runs this file as its script (`runtime._executable`): there,
 ``./app`` serves and ``./app CMD ...`` is ``forge CMD ...``.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 def main() -> None:
     # Imported absolutely: in the executable this file is a script, not part of a package.
-    from runtime.cli import main as forge
+    from runtime._cli import main as forge
 
     if not getattr(sys, "frozen", False):
         forge()

@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
-from runtime.frontend.build import needs_build
+from runtime._frontend.build import needs_build
 
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("FORGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -21,26 +21,26 @@ REPO = Path(__file__).resolve().parent.parent
 RUNTIME = REPO / "runtime"
 
 LAYERS: list[set[str]] = [
-    {"__version__", "errors", "processes", "redact"},
-    {"config", "status"},
-    {"db", "frontend", "observe", "project"},
-    {"cluster"},
-    {"jobs"},
-    {"context"},
-    {"http", "tasks"},
-    {"node"},
-    {"introspect", "scaffold"},
-    {"deploy", "executable"},
-    {"cli"},
+    {"__version__", "_errors", "_processes", "_redact"},
+    {"_config", "_status"},
+    {"_db", "_frontend", "_observe", "_project"},
+    {"_cluster"},
+    {"_jobs"},
+    {"_context"},
+    {"_http", "_tasks"},
+    {"_node"},
+    {"_introspect", "_scaffold"},
+    {"_deploy", "_executable"},
+    {"_cli"},
     {"__init__", "__main__"},
 ]
 """Units (a package, or a module at the root) from the bottom up. A unit imports
 only units of a lower layer; two units of one layer do not import each other."""
 
-ROOT_MODULES = {"__init__", "__main__", "__version__", "context", "errors", "processes"}
-ROOT_MODULES |= {"redact", "status"}
+FACE = {"__init__", "__main__", "__version__"}
+"""What the root holds besides `_`-prefixed internals: the public face and the entry."""
 
-NEVER_ON_CLI = ("config", "db", "http", "node")
+NEVER_ON_CLI = ("_config", "_db", "_http", "_node")
 
 MAX_LINES = 400
 
@@ -75,7 +75,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> Iterator[Import]:
                 origin = ".".join([*base, node.module] if node.module else base)
             else:
                 origin = node.module or ""
-            # `from . import config` imports runtime.config, not runtime itself.
+            # `from . import config` imports runtime._config, not runtime itself.
             submodules = [f"{origin}.{alias.name}" for alias in node.names]
             targets = [target for target in submodules if target in known] or [origin]
         else:
@@ -161,10 +161,15 @@ def test_modules_stay_small() -> None:
     assert not large, f"modules over {MAX_LINES} lines: {large}"
 
 
-def test_the_root_holds_the_face_packages_and_a_few_leaves() -> None:
+def test_the_root_holds_the_face_and_underscored_internals() -> None:
+    """As httpx does: a small public face, and everything else `_`-prefixed, so that
+    nobody mistakes the machinery for API. Leaf modules stay few."""
     modules = {path.stem for path in RUNTIME.glob("*.py")}
-    assert modules <= ROOT_MODULES, f"move {sorted(modules - ROOT_MODULES)} into a package"
+    internal = modules - FACE
+    assert all(name.startswith("_") for name in internal), sorted(internal)
+    assert len(internal) <= 6, f"move some of {sorted(internal)} into a package"
     packages = [path for path in RUNTIME.iterdir() if path.is_dir() and path.name != "__pycache__"]
+    assert all(package.name.startswith("_") for package in packages), packages
     for package in packages:
         if (package / "__init__.py").exists():
             docstring = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
@@ -178,7 +183,7 @@ RUNTIME_IMPORT = re.compile(r"^\s*(?:from|import)\s+(runtime(?:\.\w+)*)", re.MUL
     "source",
     [
         *sorted((REPO / "handlers").glob("*.py")),
-        *sorted((RUNTIME / "scaffold" / "templates").rglob("*.py.tmpl")),
+        *sorted((RUNTIME / "_scaffold" / "templates").rglob("*.py.tmpl")),
     ],
     ids=lambda path: str(path.relative_to(REPO)),
 )

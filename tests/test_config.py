@@ -1,6 +1,6 @@
 """Configuration: forge.toml, .env files and the environment, merged and validated.
 
-Precedence and parsing are checked by calling `runtime.config.load` on real files;
+Precedence and parsing are checked by calling `runtime._config.load` on real files;
 what a person sees when the configuration is wrong is checked by running
 `forge run` and reading its exit code and stderr.
 """
@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import Node, Project, free_port
 
-from runtime.config import load
-from runtime.errors import ConfigError
+from runtime._config import load
+from runtime._errors import ConfigError
 
 SECRET = "s3cr3t-Pa55w0rd"
 
 # ---------------------------------------------------------------------------
-# In process: runtime.config.load on real files
+# In process: runtime._config.load on real files
 
 
 def write(directory: Path, name: str, text: str) -> Path:

@@ -216,9 +216,9 @@ def build_and_serve(root: Path) -> list[str]:
     """Build the app as a worker does, serve a few requests; the warnings raised."""
     from litestar.testing import TestClient
 
-    from runtime.config import load
-    from runtime.http.app import create_app
-    from runtime.project.discovery import discover
+    from runtime._config import load
+    from runtime._http.app import create_app
+    from runtime._project.discovery import discover
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

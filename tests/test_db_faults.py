@@ -32,7 +32,7 @@ from asyncpg.exceptions import (
 from conftest import Node, Project, free_port, skip_or_fail
 from sqlalchemy import exc as sa_exc
 
-from runtime.db.faults import describe, is_unavailable
+from runtime._db.faults import describe, is_unavailable
 
 # --- classification, without a server ---------------------------------------------
 

@@ -19,10 +19,10 @@ from conftest import REPO, Project
 from dockerfile_parse import DockerfileParser
 from test_new import PROBE, assert_runs_this_runtime, package_hashes, uv, uv_environ
 
-from runtime import config
-from runtime.deploy import docker
-from runtime.scaffold import vendor_runtime
-from runtime.scaffold.wheel import wheel_name
+from runtime import _config as config
+from runtime._deploy import docker
+from runtime._scaffold import vendor_runtime
+from runtime._scaffold.wheel import wheel_name
 
 # The oldest Kubernetes the manifests are meant for; its schemas ship with
 # kubernetes-validate, so validation needs no network.
@@ -462,8 +462,8 @@ def test_k8s_raises_a_short_shutdown_delay(
 def test_k8s_manifest_of_a_new_project(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     """What `forge new` writes is safe behind Kubernetes as it is: a delay that covers
     the endpoints' reaction, with no override needed, and a grace period past it."""
-    from runtime.deploy.k8s import MIN_DELAY
-    from runtime.scaffold import forge_toml
+    from runtime._deploy.k8s import MIN_DELAY
+    from runtime._scaffold import forge_toml
 
     project.write("forge.toml", forge_toml("test-app", frontend=False))
     settings = config.load(project.root / "forge.toml", environ={})

@@ -16,7 +16,7 @@ import pytest
 from conftest import Node, Project, free_port
 from watchfiles import Change
 
-from runtime.cli.dev_watch import Targets, root_filter, source_filter
+from runtime._cli.dev_watch import Targets, root_filter, source_filter
 
 CHANGE_TIMEOUT = 20
 

@@ -323,7 +323,7 @@ def isolated_imports() -> Iterator[None]:
 @pytest.mark.usefixtures("isolated_imports")
 def test_each_app_discovered_in_one_process_gets_its_own_handlers(tmp_path: Path) -> None:
     """Two apps with a handlers/ package each (tests, embedding): no stale modules."""
-    from runtime.project.discovery import discover
+    from runtime._project.discovery import discover
 
     for name in ("first", "second", "first"):
         root = tmp_path / name

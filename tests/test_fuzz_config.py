@@ -5,7 +5,7 @@ every section, so a key added later is fuzzed too): valid TOML with values of
 the wrong type, out of range, non-finite, too long or unset-interpolated for
 each key; unknown sections and keys; sections that are no table; and TOML
 broken as text (truncated, unbalanced, duplicated, control characters, BOM,
-invalid UTF-8, nested past any stack). In process, `runtime.config.load` must
+invalid UTF-8, nested past any stack). In process, `runtime._config.load` must
 raise `ConfigError` and nothing else, thousands of times; in a subprocess, a
 sample must make ``forge check`` and ``forge config`` exit 2 without a traceback.
 
@@ -33,9 +33,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ByteSize
 from pydantic.fields import FieldInfo
 
-from runtime.config import Settings, load
-from runtime.config.units import check_database_url, check_path, parse_duration
-from runtime.errors import ConfigError
+from runtime._config import Settings, load
+from runtime._config.units import check_database_url, check_path, parse_duration
+from runtime._errors import ConfigError
 
 DETERMINISTIC = settings(
     derandomize=True,

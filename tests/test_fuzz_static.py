@@ -31,7 +31,7 @@ from conftest import DEMO_TOML, Project
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runtime.frontend.static import BuildDirectory
+from runtime._frontend.static import BuildDirectory
 
 SECRET = f"FUZZ-SECRET-{uuid.uuid4().hex}"
 INDEX = b"<!doctype html><title>fuzz</title>INDEX-OF-THE-BUILD\n"

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from conftest import Project
 
-from runtime.db.chains import RUNTIME_SCHEMA
-from runtime.db.revisions import revision_files
+from runtime._db.chains import RUNTIME_SCHEMA
+from runtime._db.revisions import revision_files
 
 RUNTIME_REVISIONS = len(revision_files(RUNTIME_SCHEMA))
 DEMO_REVISIONS = 2

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from conftest import Project
 
-from runtime import config
-from runtime.errors import ConfigError
-from runtime.http.internal import FORBIDDEN_BODY, InternalAccess, forbid, is_internal_path
+from runtime import _config as config
+from runtime._errors import ConfigError
+from runtime._http.internal import FORBIDDEN_BODY, InternalAccess, forbid, is_internal_path
 
 TOKEN = "internal-token-0123456789abcdef"
 

@@ -37,7 +37,7 @@ JOB_HANDLERS = '''
     from sqlalchemy import text
 
     from runtime import Ctx, job
-    from runtime.db import create_engine
+    from runtime._db import create_engine
     from runtime import JobError
 
     _engine = None

@@ -16,8 +16,8 @@ import sys
 import pytest
 from conftest import Node, Project
 
-from runtime.http.access_log import AccessLog
-from runtime.observe.log import JsonFormatter, TextFormatter, set_node_id, use_color
+from runtime._http.access_log import AccessLog
+from runtime._observe.log import JsonFormatter, TextFormatter, set_node_id, use_color
 
 EXPLODE = """
     from litestar import get

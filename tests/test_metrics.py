@@ -21,9 +21,9 @@ from conftest import Node, Project
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime.observe import metrics
-from runtime.observe.metrics import DURATION_BUCKETS
-from runtime.status import LocalStatus, NodeStatus
+from runtime._observe import metrics
+from runtime._observe.metrics import DURATION_BUCKETS
+from runtime._status import LocalStatus, NodeStatus
 
 WAITING = """
     import asyncio

@@ -23,9 +23,9 @@ import asyncpg
 import pytest
 from conftest import Node, Project, free_port
 
-from runtime.db.chains import RUNTIME_SCHEMA
-from runtime.db.locks import MIGRATION_LOCK_KEY
-from runtime.db.revisions import revision_files
+from runtime._db.chains import RUNTIME_SCHEMA
+from runtime._db.locks import MIGRATION_LOCK_KEY
+from runtime._db.revisions import revision_files
 
 # The runtime's own revisions, applied before the app's; the newest is its head.
 RUNTIME_REVISIONS = len(revision_files(RUNTIME_SCHEMA))

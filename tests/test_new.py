@@ -27,7 +27,7 @@ from packaging.utils import canonicalize_name
 
 import runtime
 from runtime.__version__ import DISTRIBUTION
-from runtime.scaffold import (
+from runtime._scaffold import (
     GENERATORS,
     TEMPLATES,
     ScaffoldError,
@@ -36,8 +36,8 @@ from runtime.scaffold import (
     forge_toml,
     identifier,
 )
-from runtime.scaffold import pins as project_pins
-from runtime.scaffold.wheel import build_wheel, wheel_name
+from runtime._scaffold import pins as project_pins
+from runtime._scaffold.wheel import build_wheel, wheel_name
 
 # Unrelated projects on the public registry: a generated project must never get them.
 IMPOSTORS = {"forge-runtime", "runtime"}
@@ -246,10 +246,10 @@ def test_runtime_wheel_is_this_package() -> None:
     }
     assert package == expected
     for data_file in (
-        "scaffold/templates/project/pyproject.toml.tmpl",
-        "scaffold/templates/project/gitignore",
-        "scaffold/templates/frontend/package-lock.json",
-        "db/schema/0001_forge_nodes.py",
+        "_scaffold/templates/project/pyproject.toml.tmpl",
+        "_scaffold/templates/project/gitignore",
+        "_scaffold/templates/frontend/package-lock.json",
+        "_db/schema/0001_forge_nodes.py",
     ):
         assert data_file in package, data_file
     assert not [path for path in contents if "__pycache__" in path or path.endswith(".pyc")]
@@ -261,7 +261,7 @@ def test_runtime_wheel_is_this_package() -> None:
     assert f"Name: {DISTRIBUTION}\n" in metadata
     assert f"Version: {runtime.__version__}\n" in metadata
     assert "Requires-Dist: litestar" in metadata
-    assert "forge = runtime.cli:main" in contents[f"{dist_info}/entry_points.txt"].decode()
+    assert "forge = runtime._cli:main" in contents[f"{dist_info}/entry_points.txt"].decode()
     wheel_file = contents[f"{dist_info}/WHEEL"].decode()
     assert "Root-Is-Purelib: true" in wheel_file and "Tag: py3-none-any" in wheel_file
     record = {}

@@ -26,8 +26,8 @@ import pytest
 from conftest import Project, free_port, skip_or_fail
 from sqlalchemy.engine import URL, make_url
 
-from runtime.config.database import parse_database_url
-from runtime.db.pgbouncer import through_transaction_pooler
+from runtime._config.database import parse_database_url
+from runtime._db.pgbouncer import through_transaction_pooler
 
 pytestmark = pytest.mark.postgres
 

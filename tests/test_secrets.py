@@ -17,11 +17,11 @@ import pytest
 from conftest import PG_ADMIN_URL, Project, free_port
 from sqlalchemy.engine import make_url
 
-from runtime import config
-from runtime.config.database import parse_database_url
-from runtime.config.secrets import secret_values
-from runtime.errors import ConfigError
-from runtime.redact import REDACTED, redact_url, remember, scrub
+from runtime import _config as config
+from runtime._config.database import parse_database_url
+from runtime._config.secrets import secret_values
+from runtime._errors import ConfigError
+from runtime._redact import REDACTED, redact_url, remember, scrub
 
 MARK = "PLANTED"
 """In every planted secret and nowhere else: an output that contains it leaks one."""

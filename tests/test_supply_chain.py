@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 from packaging.requirements import Requirement
 
-from runtime.scaffold import pins as project_pins
+from runtime._scaffold import pins as project_pins
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
@@ -88,7 +88,7 @@ def test_the_pins_name_no_host() -> None:
 
 
 def test_projects_get_the_tested_set_of_the_runtimes_dependencies() -> None:
-    """runtime/scaffold/pins.txt, which `forge new` writes into a project, is the locked
+    """runtime/_scaffold/pins.txt, which `forge new` writes into a project, is the locked
     set of the runtime's own dependencies (no dev tools), at the versions pinned here."""
     uv = shutil.which("uv")
     if uv is None or not (REPO / "uv.lock").is_file():
@@ -99,7 +99,7 @@ def test_projects_get_the_tested_set_of_the_runtimes_dependencies() -> None:
         cwd=REPO, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     locked = sorted(line.strip() for line in exported.splitlines() if "==" in line)
-    assert project_pins.tested_pins() == locked, "runtime/scaffold/pins.txt is stale: run .ci/pin"
+    assert project_pins.tested_pins() == locked, "runtime/_scaffold/pins.txt is stale: run .ci/pin"
     pinned = {
         pin.split(";")[0].strip() for pin in PYPROJECT["tool"]["uv"]["constraint-dependencies"]
     }

@@ -1,0 +1,171 @@
+"""``forge jobs:list``, ``jobs:retry`` and ``jobs:work``."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+import click
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .. import _config as config
+from .._db import session_engine
+from .._db.faults import is_unavailable
+from .._db.times import as_utc
+from .._errors import ForgeError, first_line
+from .._jobs.queue import DEAD, QUEUED, RUNNING, STATES, jobs, notify
+from .._node.boot import prepare
+from .common import check_database, config_option, reports_errors, with_database
+
+RECENT_FAILURES = 10
+
+
+@click.command("jobs:list")
+@config_option
+@click.option(
+    "--failures", default=RECENT_FAILURES, show_default=True, help="Recent failures shown."
+)
+@reports_errors
+def jobs_list(config_file: str | None, failures: int) -> None:
+    """Jobs per queue and state, and the most recent failures with their errors."""
+    settings = config.load(config_file)
+    counts, recent = with_database(settings, lambda engine: _overview(engine, failures))
+    if not counts:
+        click.echo("no jobs")
+        return
+    click.echo(f"{'queue':20} " + " ".join(f"{state:>10}" for state in STATES))
+    for queue in sorted({queue for queue, _ in counts}):
+        cells = " ".join(f"{counts.get((queue, state), 0):>10}" for state in STATES)
+        click.echo(f"{queue:20} {cells}")
+    if recent:
+        click.echo("")
+        click.echo("recent failures:")
+        for job_id, name, status, attempt, error, when in recent:
+            click.echo(
+                f"  #{job_id} {name} {status} after attempt {attempt} ({_when(when)}): "
+                f"{(error or '').splitlines()[0] if error else '-'}"
+            )
+
+
+async def _overview(
+    engine: AsyncEngine, limit: int
+) -> tuple[dict[tuple[str, str], int], list[tuple]]:
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                select(jobs.c.queue, jobs.c.status, func.count()).group_by(
+                    jobs.c.queue, jobs.c.status
+                )
+            )
+            counts = {(queue, status): count for queue, status, count in rows}
+            recent = await connection.execute(
+                select(
+                    jobs.c.id,
+                    jobs.c.name,
+                    jobs.c.status,
+                    jobs.c.attempt,
+                    jobs.c.error,
+                    func.coalesce(jobs.c.finished_at, jobs.c.run_at),
+                )
+                .where(jobs.c.error.is_not(None), jobs.c.status.in_([DEAD, QUEUED]))
+                .order_by(jobs.c.id.desc())
+                .limit(limit)
+            )
+            return counts, [tuple(row) for row in recent]
+    except SQLAlchemyError as exc:
+        if is_unavailable(exc):
+            raise  # with_database names the database; migrating would not help
+        raise ForgeError(f"cannot read forge_jobs: {first_line(exc)}", hint=_hint(exc)) from None
+
+
+def _hint(exc: SQLAlchemyError) -> str | None:
+    """Migrating helps only if the runtime's tables are missing."""
+    text = str(exc).lower()
+    if "no such table" in text or "does not exist" in text:
+        return "run forge migrate first"
+    return None
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    moment = as_utc(moment)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.command("jobs:retry")
+@config_option
+@click.argument("job_id", type=int, required=False)
+@click.option("--dead", is_flag=True, help="Requeue every dead job.")
+@reports_errors
+def jobs_retry(config_file: str | None, job_id: int | None, dead: bool) -> None:
+    """Requeue job JOB_ID (dead or waiting for a retry) to run now, or every dead job.
+
+    The job starts again with all its retries. Exit code 1 if there is no such
+    job or it is running or has succeeded.
+    """
+    if (job_id is None) == (not dead):
+        raise click.UsageError("give either a job id or --dead")
+    settings = config.load(config_file)
+    count = with_database(settings, lambda engine: _retry(engine, job_id))
+    if job_id is None:
+        click.echo(f"requeued {count} dead job(s)")
+    else:
+        click.echo(f"requeued job {job_id}")
+
+
+async def _retry(engine: AsyncEngine, job_id: int | None) -> int:
+    try:
+        # IMMEDIATE on SQLite: it reads, then writes, while a node may be writing.
+        async with session_engine(engine).begin() as connection:
+            if job_id is not None:
+                status = await connection.scalar(select(jobs.c.status).where(jobs.c.id == job_id))
+                if status is None:
+                    raise ForgeError(f"no job {job_id}", hint="forge jobs:list shows the jobs")
+                if status not in {DEAD, QUEUED}:
+                    raise ForgeError(f"job {job_id} is {status}: only dead or queued jobs requeue")
+                where = jobs.c.id == job_id
+            else:
+                where = jobs.c.status == DEAD
+            result = await connection.execute(
+                update(jobs)
+                .where(where, jobs.c.status != RUNNING)
+                .values(
+                    status=QUEUED,
+                    attempt=0,
+                    node_id=None,
+                    run_at=datetime.now(UTC),
+                    finished_at=None,
+                )
+                .returning(jobs.c.queue)
+            )
+            requeued = list(result.scalars())
+            if connection.dialect.name == "postgresql":
+                for queue in set(requeued):
+                    await notify(connection, queue)
+            return len(requeued)
+    except SQLAlchemyError as exc:
+        if is_unavailable(exc):
+            raise  # with_database names the database; migrating would not help
+        raise ForgeError(f"cannot update forge_jobs: {first_line(exc)}", hint=_hint(exc)) from None
+
+
+@click.command("jobs:work")
+@config_option
+@click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations first.")
+@reports_errors
+def jobs_work(config_file: str | None, no_migrate: bool) -> None:
+    """A node without HTTP that runs jobs (and crons and daemons); drains on SIGTERM."""
+    from .._node.worker import run_worker_node
+
+    settings = config.load(config_file)
+    if not settings.jobs.enabled:
+        raise ForgeError(
+            "[jobs].enabled is false: this node would run no jobs",
+            hint="set [jobs].enabled = true (or FORGE_JOBS__ENABLED=true) for it",
+        )
+    found = prepare(settings)
+    check_database(settings)
+    sys.exit(run_worker_node(settings, found, migrate=not no_migrate, role="jobs"))

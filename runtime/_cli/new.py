@@ -1,0 +1,146 @@
+"""``forge new``: a new project, or a handler, cron task or job in this one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from .common import reports_errors
+
+_HELP_NEXT = {
+    "handler": "served at {method} {url}; forge dev (or forge run) picks it up",
+    "cron": "forge schedule:list shows it; forge schedule:run --task {task} runs it now",
+    "job": "POST {url} enqueues it; forge jobs:list shows the jobs",
+}
+
+
+@click.command("new")
+@click.argument("first", metavar="NAME")
+@click.argument("second", metavar="[NAME]", required=False)
+@click.option(
+    "--frontend", is_flag=True, help="Add a SvelteKit app in frontend/ (Svelte 5, adapter-static)."
+)
+@click.option(
+    "--directory",
+    "-d",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Create the project in this folder (default: the current one).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=True),
+    default=None,
+    help="For a generator: the project's forge.toml (default: ./forge.toml or $FORGE_CONFIG).",
+)
+@reports_errors
+def new(
+    first: str,
+    second: str | None,
+    frontend: bool,
+    directory: Path | None,
+    config_file: str | None,
+) -> None:
+    """Create a project, or add a handler module to this one.
+
+    \b
+    forge new NAME [--frontend]   a project in ./NAME that runs with forge run
+    forge new handler NAME        handlers/NAME.py: a route at /api/NAME
+    forge new cron NAME           handlers/NAME.py: a @cron task
+    forge new job NAME            handlers/NAME.py: a @job and a route that enqueues it
+    """
+    from .._scaffold import GENERATORS
+
+    if second is None:
+        _new_project(first, directory or Path.cwd(), frontend)
+        return
+    if first not in GENERATORS:
+        raise click.UsageError(
+            f"{first!r} is not a generator: use forge new NAME for a project, or "
+            f"forge new {{{'|'.join(GENERATORS)}}} NAME"
+        )
+    if frontend:
+        raise click.UsageError("--frontend is for a new project, not a generator")
+    if directory is not None:
+        raise click.UsageError("--directory is for a new project; use --config for a generator")
+    _new_handler(first, second, config_file)
+
+
+def _new_project(name: str, parent: Path, frontend: bool) -> None:
+    from .._scaffold import create_project
+
+    root, files = create_project(name, parent, frontend=frontend)
+    click.echo(f"created {_shown(root)}/")
+    for relative in files:
+        click.echo(f"  {relative}")
+    click.echo("")
+    click.echo("next:")
+    click.echo(f"  cd {_shown(root)}")
+    # uv run: the project's own environment, with its vendored runtime and dependencies.
+    click.echo("  uv run forge dev   # http://127.0.0.1:8000/api/hello, restarted on every change")
+    if frontend:
+        click.echo("  (forge run builds frontend/ with npm on its first start and serves it at /)")
+
+
+@click.command("vendor")
+@click.argument(
+    "project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    required=False,
+)
+@reports_errors
+def vendor(project: Path) -> None:
+    """Put this forge's runtime in PROJECT/vendor/ (default: here) and point pyproject.toml at it.
+
+    For a project made by an older forge: run the newer forge's command, e.g.
+    ``uv run --project ~/src/forge forge vendor .``. Only the runtime's
+    dependency and source in pyproject.toml change; what cannot be changed
+    safely is refused, saying what to change by hand.
+    """
+    from ..__version__ import DISTRIBUTION
+    from .._scaffold import vendor_runtime
+
+    root = project
+    done = vendor_runtime(root)
+    click.echo(f"wrote {_shown(done.wheel)}")
+    for old in done.removed:
+        click.echo(f"removed {_shown(old)}")
+    if done.pyproject != "unchanged":
+        verb = "wrote" if done.pyproject == "written" else done.pyproject
+        click.echo(f"{verb} {_shown(root / 'pyproject.toml')}")
+    if not done.pinned:
+        click.echo(
+            "note: pyproject.toml has [tool.uv] settings of its own, so the versions this "
+            "runtime was tested with were not added (see docs/development.md)"
+        )
+    if done.locked:
+        # uv.lock records the wheel's hash: without relocking, uv refuses the new one.
+        click.echo(f"next: uv lock --upgrade-package {DISTRIBUTION} && uv sync")
+    else:
+        click.echo("next: uv sync")
+
+
+def _new_handler(kind: str, name: str, config_file: str | None) -> None:
+    from .. import _config as config
+    from .._scaffold import create_handler
+
+    settings = config.load(config_file)
+    handlers_dir = settings.path(settings.handlers.path)
+    generated = create_handler(kind, name, handlers_dir, settings.handlers.prefix)
+    method = "POST" if kind == "job" else "GET"
+    click.echo(f"wrote {_shown(generated.path)}")
+    click.echo(
+        "next: " + _HELP_NEXT[kind].format(method=method, url=generated.url, task=generated.task)
+    )
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return os.fspath(path)

@@ -1,0 +1,211 @@
+"""What a handler gets as ``ctx``: the environment, a database session, a logger.
+
+@get("/hello")
+async def hello(ctx: Ctx) -> dict[str, str]:
+    return {"message": f"Hello, {ctx.env('GREETING_NAME', 'world')}!"}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ._errors import ForgeError
+
+if TYPE_CHECKING:
+    from litestar import Request
+
+    from ._config import Settings
+    from ._jobs.queue import JobInfo
+    from ._project.declarations import JobTask
+
+_MISSING: Any = object()
+
+
+class MissingEnvError(ForgeError):
+    """A value a handler requires is set neither in ``[env]`` nor in the environment."""
+
+
+class Env:
+    """``ctx.env``: values of forge.toml's ``[env]`` table, else of the environment.
+
+    Call it for an optional value, ``require`` it for a mandatory one.
+    """
+
+    __slots__ = ("_environ", "_table")
+
+    def __init__(self, table: Mapping[str, str], environ: Mapping[str, str]) -> None:
+        self._table = table
+        self._environ = environ
+
+    def __call__(self, name: str, default: str | None = None) -> str | None:
+        value = self._table.get(name, _MISSING)
+        if value is _MISSING:
+            return self._environ.get(name, default)
+        return value
+
+    def require(self, name: str) -> str:
+        """The value of `name`, or a `MissingEnvError` saying where to set it."""
+        value = self(name)
+        if value is None:
+            raise MissingEnvError(
+                f"required setting {name!r} is not set",
+                hint=f"add {name} to the [env] table of forge.toml, to .env, or to the environment",
+            )
+        return value
+
+    def __contains__(self, name: str) -> bool:
+        return self(name) is not None
+
+    def __repr__(self) -> str:
+        # Never show values: some are secrets.
+        return f"<Env {len(self._table)} [env] keys>"
+
+
+class RequestLogger(logging.LoggerAdapter):
+    """A logger that stamps every record with the request's id."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = kwargs.setdefault("extra", {})
+        extra.setdefault("request_id", self.extra["request_id"])
+        return msg, kwargs
+
+
+handler_logger = logging.getLogger("forge.handler")
+
+
+class Context:
+    """Per-request access to the app's config, environment, database and logger."""
+
+    __slots__ = (
+        "_log",
+        "_request",
+        "_scope",
+        "_session",
+        "_sessionmaker",
+        "config",
+        "env",
+        "job",
+        "request_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        config: Settings,
+        env: Env,
+        sessionmaker: async_sessionmaker[AsyncSession] | None,
+        scope: Any = None,
+        request_id: str = "-",
+    ) -> None:
+        self.config = config
+        self.env = env
+        self.request_id = request_id
+        self._scope = scope
+        self._request: Request[Any, Any, Any] | None = None
+        self._sessionmaker = sessionmaker
+        self._session: AsyncSession | None = None
+        self._log: RequestLogger | None = None
+        self.job: JobInfo | None = None
+        """Inside a background job: its id and attempt; None elsewhere."""
+
+    @property
+    def request(self) -> Request[Any, Any, Any] | None:
+        """The Litestar request, made on first use."""
+        if self._request is None and self._scope is not None:
+            from litestar import Request
+
+            self._request = Request(self._scope)
+        return self._request
+
+    @property
+    def db(self) -> AsyncSession:
+        """This request's session; opened on first use, committed when the handler returns."""
+        if self._session is None:
+            if self._sessionmaker is None:
+                raise RuntimeError("no database is configured for this context")
+            self._session = self._sessionmaker()
+        return self._session
+
+    @property
+    def log(self) -> logging.LoggerAdapter:
+        if self._log is None:
+            self._log = RequestLogger(handler_logger, {"request_id": self.request_id})
+        return self._log
+
+    async def enqueue(
+        self,
+        task: JobTask,
+        /,
+        *,
+        delay: float | timedelta | None = None,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> int:
+        """Enqueue the `job` `task` in this context's transaction; the job's id."""
+        from ._jobs.queue import enqueue
+
+        return await enqueue(self.db, task, delay=delay, idempotency_key=idempotency_key, **kwargs)
+
+    async def _finish(self, error: BaseException | None) -> None:
+        session = self._session
+        if session is None:
+            return
+        try:
+            if error is None:
+                await session.commit()
+            else:
+                await session.rollback()
+        finally:
+            await session.close()
+
+
+def context_for_scope(scope: Any) -> Context:
+    """The `Context` of the request in `scope`, from the app's per-worker state."""
+    state = scope["litestar_app"].state
+    return Context(
+        config=state.settings,
+        env=state.env,
+        sessionmaker=state.sessionmaker,
+        scope=scope,
+        request_id=scope.get("forge.request_id", "-"),
+    )
+
+
+async def run_in_context(
+    fn: Any,
+    *,
+    config: Settings,
+    env: Env,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    request_id: str = "-",
+) -> None:
+    """Call ``fn(ctx)`` outside a request (cron tasks, daemons, jobs), committing on success."""
+    ctx = Context(config=config, env=env, sessionmaker=sessionmaker, request_id=request_id)
+    try:
+        await fn(ctx)
+    except BaseException as error:
+        await ctx._finish(error)
+        raise
+    await ctx._finish(None)
+
+
+async def provide_context(request: Request[Any, Any, Any]) -> AsyncIterator[Context]:
+    """Litestar dependency behind `Ctx` for handlers `inject_context` cannot wrap."""
+    ctx = context_for_scope(request.scope)
+    ctx._request = request
+    try:
+        yield ctx
+    except BaseException as error:
+        await ctx._finish(error)
+        raise
+    await ctx._finish(None)
+
+
+Ctx = NamedDependency[Context]
+"""Annotate a handler parameter named ``ctx`` with this to receive the `Context`."""

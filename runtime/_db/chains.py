@@ -1,0 +1,117 @@
+"""The two chains of revisions, and what running and inspecting them returns.
+
+The runtime's own tables (``runtime/_db/schema``, version table
+``forge_schema_version``) and the app's (``[migrations].path``, Alembic's usual
+``alembic_version``) share one database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alembic.util import CommandError
+
+from .._config import Settings
+from .._errors import ForgeError
+from .checksums import Changed
+from .revisions import RevisionFileError, Revisions
+
+RUNTIME_SCHEMA = Path(__file__).with_name("schema")
+RUNTIME_VERSION_TABLE = "forge_schema_version"
+APP_VERSION_TABLE = "alembic_version"
+
+
+class MigrationError(ForgeError):
+    """A migration failed, or the database holds a revision the code does not know."""
+
+
+class ChangedRevisionsError(MigrationError):
+    """In production: applied revision files were edited since they were applied."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One line of revisions and the table that records how far it got."""
+
+    name: str
+    directory: Path
+    version_table: str
+
+    def scripts(self) -> Revisions:
+        return Revisions(self.directory)
+
+
+@dataclass
+class Applied:
+    chain: str
+    revision: str
+    description: str
+    seconds: float
+    direction: str = "up"
+    step: int = 1
+    """This revision's place in the run of its chain, out of `steps`."""
+    steps: int = 1
+
+    def __str__(self) -> str:
+        verb = "applied" if self.direction == "up" else "rolled back"
+        # Progress only where there is a run to follow.
+        place = f" [{self.step}/{self.steps}]" if self.steps > 1 else ""
+        line = f"{verb} {self.chain} {self.revision}{place} in {self.seconds * 1000:.0f} ms"
+        return line + (f"  ({self.description})" if self.description else "")
+
+
+@dataclass
+class Report:
+    """What one run did."""
+
+    applied: list[Applied] = field(default_factory=list)
+    skipped_newer: list[str] = field(default_factory=list)
+    changed: list[Changed] = field(default_factory=list)
+    """Applied revisions whose files changed since (outside production, a warning)."""
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.applied
+
+
+@dataclass(frozen=True)
+class RevisionStatus:
+    chain: str
+    revision: str
+    description: str
+    kind: str
+    applied: bool
+    is_head: bool
+    changed: bool = False
+    """Applied, and its file changed since."""
+    empty: str | None = None
+    """Pending and would apply nothing: why (see `empty_upgrade`)."""
+
+
+@dataclass
+class SchemaStatus:
+    """Every revision, the database's revisions the code lacks, and changed files."""
+
+    rows: list[RevisionStatus]
+    unknown: dict[str, list[str]]
+    changed: list[Changed]
+
+
+def chains(settings: Settings) -> tuple[Chain, Chain]:
+    return (
+        Chain("runtime", RUNTIME_SCHEMA, RUNTIME_VERSION_TABLE),
+        Chain("app", settings.app_path(settings.migrations.path), APP_VERSION_TABLE),
+    )
+
+
+def chain_scripts(chain: Chain) -> Revisions:
+    """The chain's revisions; a folder Alembic cannot read is a `MigrationError`."""
+    try:
+        return chain.scripts()
+    except RevisionFileError:
+        raise
+    except CommandError as exc:
+        raise MigrationError(f"{chain.directory}: {exc}") from None

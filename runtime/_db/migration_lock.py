@@ -1,0 +1,71 @@
+"""The dedicated connection that holds the cluster-wide migration lock."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .._config import Settings
+from .._config.database import DatabaseTarget
+from .engine import create_engine
+from .faults import unreachable
+from .locks import FileLock, PostgresLock
+from .pgbouncer import check_poolers
+
+
+@asynccontextmanager
+async def locked(settings: Settings) -> AsyncIterator[AsyncConnection]:
+    """A dedicated connection holding the migration lock."""
+    # [database].migration_url when set: the lock needs a session of its own.
+    target = settings.session_target
+    # Through a transaction pooler the lock would be taken and lost at once:
+    # refuse that before taking it.
+    await check_poolers(settings)
+    try:  # with SQLite, this makes the database file's folder
+        engine = create_engine(
+            settings,
+            pooled=False,
+            application_name=f"forge migrate {_whoami()}",
+            direct=True,
+        )
+    except OSError as exc:
+        raise unreachable(target, exc) from None
+    timeout = settings.database.migration_lock_timeout
+    try:
+        connection = await _connect(engine, target)
+        try:
+            if target.is_sqlite:
+                lock: FileLock | PostgresLock = FileLock(
+                    Path(f"{target.url.database}.migrate.lock")
+                )
+            else:
+                lock = PostgresLock(connection)
+            await lock.acquire(timeout)
+            try:
+                yield connection
+            finally:
+                await lock.release()
+        finally:
+            await connection.close()
+    finally:
+        await engine.dispose()
+
+
+async def _connect(engine: AsyncEngine, target: DatabaseTarget) -> AsyncConnection:
+    """A connection, or the one-line error that says why there is none (not a traceback)."""
+    connection = engine.connect()
+    try:
+        await connection.start()
+    except (OSError, SQLAlchemyError) as exc:
+        raise unreachable(target, exc) from None
+    return connection
+
+
+def _whoami() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

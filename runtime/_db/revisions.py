@@ -1,0 +1,313 @@
+"""Revision files: Alembic's Python revisions and Forge-style ``.sql`` files, in one chain.
+
+A SQL revision is a file such as ``0002_index_notes.sql``::
+
+    -- Index notes by creation time.
+    -- @up
+    CREATE INDEX ix_notes_created_at ON notes (created_at);
+    -- @down
+    DROP INDEX ix_notes_created_at;
+
+Its revision id is the file name without ``.sql``; it follows the file before it
+in name order (``-- down_revision: <id>`` says otherwise). The runtime turns it
+into an Alembic revision, so both kinds share the lock, the version table and
+``migrate:rollback``. One whose ``-- @up`` holds no statement yet (a fresh
+``migrate:new --sql`` template) is refused when it is due (`empty_upgrade`).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlparse
+from alembic import op
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+
+from .._errors import ForgeError
+
+
+class RevisionFileError(ForgeError):
+    """A revision file that cannot be read as a revision."""
+
+    exit_code = 2
+
+
+class StatementFailed(Exception):
+    """A statement of a SQL revision failed; `__cause__` is the database's error."""
+
+    def __init__(self, statement: str, line: int | None) -> None:
+        super().__init__(statement)
+        self.statement = statement
+        self.line = line
+        """Where the statement starts in its file (1-based), if known."""
+
+
+MAX_REVISION_LENGTH = 32
+"""Alembic's version table stores ids in a VARCHAR(32)."""
+
+_SECTION = re.compile(r"^\s*--\s*@(up|down)\s*$", re.IGNORECASE | re.MULTILINE)
+_HEADER = re.compile(r"^\s*--\s*(revision|down_revision)\s*:\s*(\S+)\s*$", re.IGNORECASE)
+
+
+class Revisions(ScriptDirectory):
+    """Alembic's script directory, reading ``.sql`` revisions beside ``.py`` ones."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(str(directory), version_locations=[str(directory)])
+        self.directory = directory
+
+    def _load_revisions(self) -> Iterator[Script]:
+        previous: str | None = None
+        for path in revision_files(self.directory):
+            if path.suffix == ".sql":
+                script = sql_revision(self, path, previous)
+            else:
+                try:
+                    script = Script._from_path(self, path)
+                except CommandError as exc:
+                    raise RevisionFileError(f"{path}: {exc}") from None
+                except Exception as exc:
+                    raise RevisionFileError(
+                        f"{path}: cannot import revision: {type(exc).__name__}: {exc}"
+                    ) from None
+            if script is not None:
+                previous = script.revision
+                yield script
+
+
+def revision_files(directory: Path) -> list[Path]:
+    """Revision files in chain order: ``.py`` and ``.sql``, by name; no helpers or env.py."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        path
+        for path in directory.iterdir()
+        if path.is_file()
+        and path.suffix in {".py", ".sql"}
+        and not path.name.startswith(("_", "."))
+        and path.name != "env.py"
+    )
+
+
+def sql_revision(scripts: ScriptDirectory, path: Path, previous: str | None) -> Script:
+    """An Alembic `Script` whose upgrade and downgrade run the file's SQL sections."""
+    text = path.read_text(encoding="utf-8")
+    headers = {
+        match.group(1).lower(): match.group(2)
+        for line in text.splitlines()
+        if (match := _HEADER.match(line))
+    }
+    sections = _sections(text, path)
+    if "up" not in sections:
+        raise RevisionFileError(
+            f"{path}: no '-- @up' section", hint="put the upgrade SQL after a line '-- @up'"
+        )
+    revision = headers.get("revision", path.stem)
+    if len(revision) > MAX_REVISION_LENGTH:
+        raise RevisionFileError(
+            f"{path}: the revision id {revision!r} is longer than {MAX_REVISION_LENGTH} "
+            "characters, the size of the version table's column",
+            hint="shorten the file name, or set '-- revision: <short id>' in the file",
+        )
+    down = headers.get("down_revision", previous)
+    if down in {"none", "None", "base"}:
+        down = None
+
+    module = types.ModuleType(f"forge_sql_revision_{revision}")
+    module.__file__ = str(path)
+    module.__doc__ = _description(text) or path.stem
+    module.revision = revision  # type: ignore[attr-defined]
+    module.down_revision = down  # type: ignore[attr-defined]
+    module.branch_labels = None  # type: ignore[attr-defined]
+    module.depends_on = None  # type: ignore[attr-defined]
+    module.upgrade = lambda: _execute(*sections["up"])  # type: ignore[attr-defined]
+    module.downgrade = (  # type: ignore[attr-defined]
+        (lambda: _execute(*sections["down"])) if "down" in sections else _irreversible(path)
+    )
+    return Script(module, revision, str(path))
+
+
+def _sections(text: str, path: Path) -> dict[str, tuple[str, int]]:
+    """Each section's SQL and the line of its ``-- @name`` marker."""
+    sections: dict[str, tuple[str, int]] = {}
+    matches = list(_SECTION.finditer(text))
+    for index, match in enumerate(matches):
+        name = match.group(1).lower()
+        if name in sections:
+            raise RevisionFileError(f"{path}: more than one '-- @{name}' section")
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        marker_line = text.count("\n", 0, match.start()) + 1
+        sections[name] = (text[match.end() : end], marker_line)
+    return sections
+
+
+def _description(text: str) -> str:
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("--"):
+            break
+        comment = stripped.lstrip("-").strip()
+        if comment and not comment.startswith("@") and not _HEADER.match(line):
+            return comment
+    return ""
+
+
+def _execute(sql: str, marker_line: int) -> None:
+    # One statement at a time: drivers run one per call inside a transaction;
+    # sqlparse keeps quoted strings, comments and $$-bodies intact.
+    connection = op.get_bind()
+    for statement, line in _statements(sql, marker_line):
+        try:
+            connection.exec_driver_sql(statement)
+        except Exception as exc:
+            # Which statement, and where: the database's error alone rarely says.
+            raise StatementFailed(statement, line) from exc
+
+
+def _statements(sql: str, marker_line: int) -> Iterator[tuple[str, int | None]]:
+    """The section's statements that do something, each with the file line it starts on."""
+    cursor = 0
+    for statement in sqlparse.split(sql):
+        if not _does_something(statement):
+            continue
+        found = sql.find(statement, cursor)
+        line = None
+        if found != -1:
+            cursor = found + len(statement)
+            # The section starts on the marker's line; leading comments are not the statement.
+            skipped = len(statement) - len(_without_leading_comments(statement))
+            line = marker_line + sql.count("\n", 0, found + skipped)
+        yield statement, line
+
+
+def _does_something(statement: str) -> bool:
+    return bool(sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip())
+
+
+def _without_leading_comments(statement: str) -> str:
+    lines = statement.splitlines(keepends=True)
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
+        lines.pop(0)
+    return "".join(lines)
+
+
+def statement_summary(statement: str, limit: int = 100) -> str:
+    """The first line of a statement that is not a comment, shortened to `limit`."""
+    body = _without_leading_comments(statement).strip() or statement.strip()
+    first = body.splitlines()[0].strip() if body else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def empty_upgrade(script: Script) -> str | None:
+    """Why `script` would apply nothing (an untouched template), or None if it does something.
+
+    A SQL revision whose ``-- @up`` holds only comments and blanks, or a Python
+    revision whose ``upgrade()`` body is only ``pass``, ``...`` or a docstring.
+    A merge revision (several down revisions) is empty by design and passes.
+    """
+    path = Path(script.path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".sql":
+        up, _line = _sections(text, path).get("up", ("", 0))
+        if any(_does_something(statement) for statement in sqlparse.split(up)):
+            return None
+        return "its '-- @up' section is empty: write the SQL under '-- @up', then migrate again"
+    if isinstance(script.down_revision, tuple | list):
+        return None
+    try:
+        tree = ast.parse(text, str(path))
+    except SyntaxError:
+        return None  # the import already reported it
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "upgrade":
+            if all(_is_placeholder(statement) for statement in node.body):
+                return "its upgrade() is empty: write the upgrade in it, then migrate again"
+            return None
+    return None
+
+
+def _is_placeholder(statement: ast.stmt) -> bool:
+    return isinstance(statement, ast.Pass) or (
+        isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+    )
+
+
+def _irreversible(path: Path) -> types.FunctionType:
+    def downgrade() -> None:
+        raise RevisionFileError(
+            f"{path.name} cannot be rolled back: it has no '-- @down' section",
+            hint="add a '-- @down' section with SQL that undoes the '-- @up' section",
+        )
+
+    return downgrade  # type: ignore[return-value]
+
+
+_PY_TEMPLATE = '''"""{message}
+
+Revision ID: {revision}
+Revises: {down_revision}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = {revision_literal}
+down_revision = {down_revision_literal}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+{upgrade}
+
+
+def downgrade() -> None:
+{downgrade}
+'''
+
+_SQL_TEMPLATE = """-- {message}
+-- @up
+
+
+-- @down
+
+"""
+
+
+def new_revision_file(
+    directory: Path,
+    message: str,
+    *,
+    sql: bool,
+    down_revision: str | None,
+    upgrade: str = "    pass",
+    downgrade: str = "    pass",
+) -> Path:
+    """Write the next revision file (``NNNN_slug.py`` or ``.sql``) and return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    numbers = [
+        int(m.group(1)) for p in revision_files(directory) if (m := re.match(r"(\d+)_", p.name))
+    ]
+    number = f"{max(numbers, default=0) + 1:04d}"
+    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_") or "revision"
+    revision = f"{number}_{slug}"[:MAX_REVISION_LENGTH].rstrip("_")
+    path = directory / f"{revision}.{'sql' if sql else 'py'}"
+    if sql:
+        text = _SQL_TEMPLATE.format(message=message)
+    else:
+        text = _PY_TEMPLATE.format(
+            message=message,
+            revision=revision,
+            down_revision=down_revision,
+            revision_literal=f'"{revision}"',
+            down_revision_literal=f'"{down_revision}"' if down_revision else "None",
+            upgrade=upgrade,
+            downgrade=downgrade,
+        )
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,180 @@
+"""Assemble a worker's ASGI app: the handlers on Litestar, behind the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import traceback
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import ImproperlyConfiguredException
+from litestar.handlers import BaseRouteHandler
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from .. import _config as config
+from .._context import Env, provide_context
+from .._db import create_engine, session_engine
+from .._errors import HandlerError
+from .._frontend import Frontend, has_frontend
+from .._observe.log import configure_logging, set_node_id
+from .._observe.metrics import RequestMetrics, watch_pool
+from .._project.discovery import discover_app
+from .._project.mounts import Mount, location_of
+from .._status import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, report_cut
+from .access_log import AccessLog
+from .api_docs import openapi_config
+from .database_unavailable import database_error
+from .errors import ForgeRequest, exception_handlers, log_exception
+from .gateway import Gateway
+from .injection import inject_context
+from .internal import InternalAccess
+from .probes import Probes
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .._config import Settings
+
+
+def create_app(
+    settings: Settings,
+    mounts: Sequence[Mount],
+    *,
+    status: SharedStatus | LocalStatus | None = None,
+) -> Gateway:
+    """The ASGI app that serves `mounts` under ``[handlers].prefix`` (or their module's ``PREFIX``).
+
+    Raises `HandlerError`, naming the handler's file and line where Litestar's
+    complaint is about one handler, when Litestar refuses to assemble the app.
+    """
+    state = State(
+        {
+            "settings": settings,
+            "env": Env(settings.env, settings.environ),
+            "engine": None,
+            "sessionmaker": None,
+        }
+    )
+
+    gateway: Gateway  # assigned below; the lifespan runs later, inside the worker
+    access_log = AccessLog.for_settings(settings)
+    request_metrics = RequestMetrics()
+
+    @asynccontextmanager
+    async def worker_lifespan(app: Litestar) -> AsyncIterator[None]:
+        # The engine belongs to the worker's event loop, so it is made here,
+        # inside the worker, never in the main process before the fork.
+        engine = create_engine(settings)
+        watch_pool(engine, "http")
+        app.state.engine = engine
+        app.state.sessionmaker = async_sessionmaker(session_engine(engine), expire_on_commit=False)
+        if isinstance(status, SharedStatus):
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(
+                DRAIN_SIGNAL,
+                gateway.begin_drain,
+                settings.shutdown.drain_timeout,
+                functools.partial(report_cut, status.path),
+            )
+            loop.add_signal_handler(WAKE_SIGNAL, _nothing)
+        try:
+            yield
+        finally:
+            if access_log is not None:
+                access_log.flush()
+            request_metrics.flush()
+            await engine.dispose()
+
+    inject_context(mount.target for mount in mounts)
+    # One Router per prefix: [handlers].prefix, and each module's own PREFIX.
+    by_prefix: dict[str, list[Any]] = {settings.handlers.prefix: []}
+    for mount in mounts:
+        by_prefix.setdefault(mount.path_prefix(settings.handlers.prefix), []).append(mount.target)
+    try:
+        litestar = Litestar(
+            route_handlers=[
+                Router(path=prefix or "/", route_handlers=targets)
+                for prefix, targets in by_prefix.items()
+                if targets
+            ],
+            dependencies={"ctx": Provide(provide_context)},
+            lifespan=[worker_lifespan],
+            state=state,
+            request_max_body_size=int(settings.server.max_body_size),
+            after_exception=[log_exception],
+            exception_handlers={
+                **exception_handlers(),
+                SQLAlchemyError: database_error,  # 503 while the database is unavailable
+            },
+            request_class=ForgeRequest,
+            openapi_config=openapi_config(settings),
+            logging_config=None,
+            debug=False,
+        )
+    except ImproperlyConfiguredException as exc:
+        raise _assembly_error(exc, settings.app_root) from None
+    probes = Probes(
+        version=settings.app.version,
+        status=status or LocalStatus(),
+        engine=lambda: litestar.state.engine,
+        timeout=settings.database.ready_timeout,
+        request_metrics=request_metrics,
+    )
+    gateway = Gateway(
+        litestar,
+        probes,
+        access_log=access_log,
+        frontend=(
+            Frontend(settings, fallback=litestar, routes_at_root="" in by_prefix)
+            if has_frontend(settings)
+            else None
+        ),
+        api_prefixes=tuple(prefix for prefix in by_prefix if prefix),
+        metrics=request_metrics,
+        internal=InternalAccess.from_settings(settings),
+    )
+    return gateway
+
+
+def _assembly_error(exc: ImproperlyConfiguredException, root: Path) -> HandlerError:
+    """Litestar's refusal, naming the handler it is about when one is being registered."""
+    detail = exc.detail  # str(exc) would start with "500: "
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    # Litestar checks a handler in its own methods (on_registration,
+    # _validate_handler_function): the innermost such frame is the culprit.
+    for frame in reversed(frames):
+        handler = frame.f_locals.get("self")
+        if isinstance(handler, BaseRouteHandler):
+            where = location_of(handler.fn, root)
+            if where is not None:
+                return HandlerError(
+                    f"{where}: cannot mount this handler: {detail}",
+                    hint="fix the handler; the app is assembled when it boots",
+                )
+    return HandlerError(f"cannot assemble the app: {detail}")
+
+
+def app_for_worker(
+    config_file: str,
+    overrides: dict[str, Any],
+    status_file: str | None,
+    node_id: str | None = None,
+) -> Gateway:
+    """Build the app inside a Granian worker from the same inputs as the main process."""
+    settings = config.load(config_file, overrides=overrides)
+    set_node_id(node_id)
+    configure_logging(settings)
+    found = discover_app(settings)
+    status = SharedStatus(Path(status_file)) if status_file else None
+    return create_app(settings, found.mounts, status=status)
+
+
+def _nothing() -> None:
+    """The worker's handler of `WAKE_SIGNAL`: waking its loop is the point."""

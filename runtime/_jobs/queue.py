@@ -1,0 +1,164 @@
+"""Durable background jobs, enqueued in the caller's transaction.
+
+    @job(retries=5, backoff=2)
+    async def send_welcome(ctx: Ctx, user_id: int) -> None: ...
+
+    @post("/users")
+    async def create_user(ctx: Ctx, data: NewUser) -> dict[str, int]:
+        ...
+        job_id = await ctx.enqueue(send_welcome, user_id=user.id)
+
+A job is a row in ``forge_jobs``, inserted through the request's own session:
+if the handler rolls back, the job never existed. Every node runs workers
+(`runtime._tasks.job_worker`) that claim rows, run them with a fresh ``ctx`` and
+record how it went. Delivery is at least once: a job whose node dies goes back
+to the queue, so a job must tolerate running again (``ctx.job.attempt``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from .._cluster.registry import nodes
+from .._db.times import utcnow
+from .._project.declarations import JobError, JobTask
+
+CHANNEL = "forge_jobs"
+"""The PostgreSQL NOTIFY channel; the payload is the job's queue."""
+
+QUEUED, RUNNING, SUCCEEDED, DEAD = "queued", "running", "succeeded", "dead"
+STATES = (QUEUED, RUNNING, SUCCEEDED, DEAD)
+
+metadata = MetaData()
+
+jobs = Table(
+    "forge_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("args", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("run_at", DateTime(timezone=True), nullable=False),
+    Column("node_id", String(64)),
+    Column("idempotency_key", String(200), unique=True),
+    Column("error", Text),
+    Column("result", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Index(
+        "ix_forge_jobs_claim",
+        "queue",
+        text("priority DESC"),
+        "run_at",
+        "id",
+        postgresql_where=text("status = 'queued'"),
+        sqlite_where=text("status = 'queued'"),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """``ctx.job`` inside a job: which job this is and which attempt (1 for the first)."""
+
+    id: int
+    name: str
+    attempt: int
+    queue: str
+
+
+async def enqueue(
+    session: AsyncSession | AsyncConnection,
+    task: JobTask,
+    *,
+    delay: float | timedelta | None = None,
+    idempotency_key: str | None = None,
+    **kwargs: Any,
+) -> int:
+    """Insert a job through `session` (in its transaction); the job's id.
+
+    With an `idempotency_key` already used, the existing job's id, and nothing new.
+    """
+    if not isinstance(task, JobTask):
+        raise JobError(f"cannot enqueue {task!r}: it is not declared with @job")
+    args = task.serialise(kwargs)
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
+    now = utcnow()
+    values = {
+        "name": task.name,
+        "queue": task.queue,
+        "priority": task.priority,
+        "args": args,
+        "status": QUEUED,
+        "attempt": 0,
+        "run_at": now + timedelta(seconds=seconds),
+        "idempotency_key": idempotency_key,
+        "created_at": now,
+    }
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(jobs).values(**values)
+    if idempotency_key is not None:
+        statement = statement.on_conflict_do_nothing(index_elements=["idempotency_key"])
+    job_id = (await session.execute(statement.returning(jobs.c.id))).scalar()
+    if job_id is None:  # the key was used: that job is the answer
+        return (
+            await session.execute(
+                select(jobs.c.id).where(jobs.c.idempotency_key == idempotency_key)
+            )
+        ).scalar_one()
+    if dialect == "postgresql":
+        await notify(session, task.queue)
+    return int(job_id)
+
+
+async def notify(session: AsyncSession | AsyncConnection, queue: str) -> None:
+    """Wake the workers of `queue` when the transaction commits (PostgreSQL only)."""
+    await session.execute(
+        text("SELECT pg_notify(:channel, :queue)"), {"channel": CHANNEL, "queue": queue}
+    )
+
+
+async def requeue_orphans(connection: AsyncConnection) -> list[int]:
+    """Put back in the queue the running jobs of nodes no longer in ``forge_nodes``.
+
+    Called after reaping: a job whose node died is queued again at once. The
+    attempt it was in still counts, so ``ctx.job.attempt`` tells the next run.
+    """
+    result = await connection.execute(
+        update(jobs)
+        .where(jobs.c.status == RUNNING, jobs.c.node_id.not_in(select(nodes.c.id)))
+        .values(status=QUEUED, node_id=None, run_at=utcnow(), error="its node died")
+        .returning(jobs.c.id, jobs.c.queue)
+    )
+    rows = list(result)
+    if rows and connection.dialect.name == "postgresql":
+        for queue in {row.queue for row in rows}:
+            await notify(connection, queue)
+    return [row.id for row in rows]
+
+
+__all__ = ["JobInfo", "enqueue", "jobs", "requeue_orphans"]

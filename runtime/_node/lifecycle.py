@@ -1,0 +1,209 @@
+"""A node's life in its main process: boot, heartbeat, deregistration."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .._cluster.registry import NodeInfo, Registry
+from .._db import create_engine
+from .._errors import describe
+from .._jobs.queue import requeue_orphans
+from .._observe.log import set_node_id
+from .._observe.metrics import watch_pool
+from .._status import NodeStatus, SharedStatus
+from .._tasks.crons import abandon_runs_of
+from .background import Background
+
+if TYPE_CHECKING:
+    from .._config import Settings
+
+log = logging.getLogger("forge.node")
+
+
+class Node:
+    """The node's life in its main process: boot, heartbeat, deregistration.
+
+    It runs its own event loop on a thread, beside Granian's supervisor loop on
+    the main thread, so that signals are always handled at once.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        status: SharedStatus,
+        *,
+        boot: Callable[[], Awaitable[object]] | None,
+        on_ready: Callable[[], None],
+        on_failure: Callable[[BaseException], None],
+        crons: list[Any] | None = None,
+        daemons: list[Any] | None = None,
+        jobs: list[Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.status = status
+        self._boot = boot
+        self._on_ready = on_ready
+        self._on_failure = on_failure
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="forge-node", daemon=True)
+        self._started = threading.Event()
+        self.registry: Registry | None = None
+        self.background: Background | None = None
+        self.cut: list[str] = []
+        """Background tasks cancelled at the drain bound."""
+        self._draining_since: float | None = None
+        self._crons = crons or []
+        self._daemons = daemons or []
+        self._jobs = jobs or [] if settings.jobs.enabled else []
+        self.info = NodeInfo.describe(settings)
+        """Who this node is in ``forge_nodes``; known before workers start, for their logs."""
+        set_node_id(self.info.id)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+
+    def mark_draining(self, timeout: float = 2.0) -> None:
+        """Readiness turns 503 at once; the registry row follows (bounded wait)."""
+        self.status.set(NodeStatus.DRAINING)
+        self._draining_since = time.monotonic()
+        if self._loop is not None and self.background is not None:
+            self._loop.call_soon_threadsafe(self.background.stop_taking_work)
+        self._call(self._heartbeat_once(), timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain background work, deregister and close the pool; returns when done or
+        after `timeout` (default: ``[shutdown]``'s `node_stop_timeout`)."""
+        if self._loop is not None and self._stop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if timeout is None:
+            timeout = self.settings.shutdown.node_stop_timeout
+        self._thread.join(timeout)
+        self.status.set(NodeStatus.STOPPED)
+
+    def _call(self, coroutine: Coroutine[Any, Any, object], timeout: float) -> None:
+        if self._loop is None or not self._loop.is_running():
+            coroutine.close()
+            return
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            future.result(timeout)
+        except Exception as exc:  # the registry is informative; never block a drain on it
+            future.cancel()
+            log.warning("could not update the node registry: %s", describe(exc))
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._registry_lock = asyncio.Lock()
+        self._deregistered = False
+        self._started.set()
+        try:
+            if self._boot is not None:
+                await self._boot()
+        except BaseException as exc:
+            self._on_failure(exc)
+            return
+        engine = create_engine(self.settings, pool_size=1)
+        watch_pool(engine, "node")
+        self.registry = Registry(engine, self.info, self.settings.cluster.dead_after)
+        try:
+            # Register before turning ready, so that a node answering ready is listed.
+            if self.status.get() is NodeStatus.STARTING:
+                await self._heartbeat_once(NodeStatus.READY)
+                if self.status.get() is NodeStatus.STARTING:  # not draining meanwhile
+                    self.status.set(NodeStatus.READY)
+            else:
+                await self._heartbeat_once()
+            if self.status.get() is NodeStatus.READY:
+                self._on_ready()
+            if self._crons or self._daemons or self._jobs:
+                self.background = Background(
+                    self.settings,
+                    crons=self._crons,
+                    daemons=self._daemons,
+                    jobs=self._jobs,
+                    node_id=self.registry.node.id,
+                    on_leadership_change=self._leadership_changed,
+                )
+                watch_pool(self.background.engine, "background")
+                self.background.start()
+            await self._beat_until_stopped()
+            if self.background is not None:
+                self.cut = await self.background.drain(self._drain_left())
+            async with self._registry_lock:
+                self._deregistered = True
+                try:
+                    await self.registry.deregister()
+                except Exception as exc:
+                    log.warning("could not deregister the node: %s", describe(exc))
+        finally:
+            await engine.dispose()
+
+    def _drain_left(self) -> float:
+        """What remains of the drain bound for background tasks. It runs from the drain's
+        start, as it does for requests, so that both are cut at the same moment."""
+        shutdown = self.settings.shutdown
+        if self._draining_since is None:
+            return shutdown.drain_timeout
+        elapsed = time.monotonic() - self._draining_since
+        return max(0.0, shutdown.drain_bound() - elapsed)
+
+    async def _beat_until_stopped(self) -> None:
+        assert self._stop is not None
+        interval = self.settings.cluster.heartbeat_interval
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), interval)
+                break
+            except TimeoutError:
+                pass
+            await self._heartbeat_once()
+            await self._reap()
+
+    async def _heartbeat_once(self, status: NodeStatus | None = None) -> None:
+        # One registry write at a time, and none after deregistration: a late
+        # heartbeat must not bring the row of a stopped node back.
+        async with self._registry_lock:
+            if self.registry is None or self._deregistered:
+                return
+            status = self.status.get() if status is None else status
+            leads = self.background.leads if self.background is not None else []
+            try:
+                await self.registry.heartbeat(status.label, leads)
+            except Exception as exc:
+                log.warning("node heartbeat failed: %s", describe(exc))
+
+    async def _reap(self) -> None:
+        assert self.registry is not None
+        try:
+            reaped = await self.registry.reap()
+        except Exception as exc:
+            log.warning("reaping dead nodes failed: %s", describe(exc))
+            return
+        for node_id in reaped:
+            log.warning("reaped node %s: no heartbeat for %ss", node_id, self.registry.dead_after)
+        try:
+            await abandon_runs_of(self.registry.engine, reaped)
+        except Exception as exc:
+            log.warning("marking the cron runs of dead nodes failed: %s", describe(exc))
+        try:
+            async with self.registry.engine.begin() as connection:
+                requeued = await requeue_orphans(connection)
+            if requeued:
+                log.warning("requeued %d job(s) of dead nodes", len(requeued))
+        except Exception as exc:
+            log.warning("requeueing the jobs of dead nodes failed: %s", describe(exc))
+
+    def _leadership_changed(self) -> None:
+        # `forge nodes` shows who leads what: write it now, not at the next beat.
+        asyncio.get_running_loop().create_task(self._heartbeat_once())

@@ -1,5 +1,0 @@
-"""The job queue: what ``ctx.enqueue`` writes and ``forge jobs:*`` reads (``forge_jobs``).
-
-A capability handlers reach through their `Context`; the workers that claim
-and run jobs are machinery above it, in `runtime.tasks.job_worker`.
-"""
