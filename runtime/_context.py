@@ -177,16 +177,8 @@ def context_for_scope(scope: Any) -> Context:
     )
 
 
-async def run_in_context(
-    fn: Any,
-    *,
-    config: Settings,
-    env: Env,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    request_id: str = "-",
-) -> None:
-    """Call ``fn(ctx)`` outside a request (cron tasks, daemons, jobs), committing on success."""
-    ctx = Context(config=config, env=env, sessionmaker=sessionmaker, request_id=request_id)
+async def run_in_context(ctx: Context, fn: Any) -> None:
+    """Call ``fn(ctx)`` outside a request (cron tasks, daemons), committing on success."""
     try:
         await fn(ctx)
     except BaseException as error:

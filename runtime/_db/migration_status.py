@@ -90,8 +90,7 @@ def current_heads(connection: Connection, chain: Chain) -> tuple[str, ...]:
     """The revisions the chain's version table records."""
     context = MigrationContext.configure(connection, opts={"version_table": chain.version_table})
     heads = context.get_current_heads()
-    if connection.in_transaction():
-        connection.commit()
+    commit(connection)
     return tuple(heads)
 
 

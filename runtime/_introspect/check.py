@@ -18,14 +18,12 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from .. import _config as config
-from .._cluster.leader import DaemonTask
 from .._config import Settings
 from .._errors import ConfigError, ForgeError, HandlerError
 from .._http.api_docs import API_DOCS_PATH, api_docs_enabled
 from .._project import discovery
-from .._project.declarations import JobTask
+from .._project.declarations import CronTask, DaemonTask, JobTask
 from .._project.mounts import check_conflicts, collect_mounts
-from .._tasks.crons import CronTask
 from . import common
 from .routes import handler_routes
 

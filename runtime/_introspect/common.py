@@ -39,9 +39,4 @@ def locate(fn: Any, root: Path) -> Where:
 
 def shown(path: Path | None, root: Path) -> str:
     """`path` relative to `root` when it is under it, else as given; ``?`` for None."""
-    if path is None:
-        return "?"
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
+    return "?" if path is None else relative_path(path, root)

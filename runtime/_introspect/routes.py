@@ -10,7 +10,7 @@ from .._config import Settings
 from .._http.api_docs import API_DOCS_PATH, SCHEMA_PATH, api_docs_enabled
 from .._http.probes import HEALTH_PATH, METRICS_PATH, READY_PATH
 from .._project import discovery
-from .._project.mounts import Mount, is_automatic_handler
+from .._project.mounts import Mount, routes_of
 from .common import Where, locate
 
 BUILT_IN = "built-in"
@@ -96,17 +96,11 @@ def handler_routes(mounts: list[Mount], prefix: str, root: Path) -> list[RouteRo
 
     Each under `prefix` (``[handlers].prefix``), or its module's own ``PREFIX``.
     """
-    from litestar import Router
-
     rows = []
     for mount in mounts:
-        router = Router(path=mount.path_prefix(prefix) or "/", route_handlers=[mount.target])
-        for path, handlers in router.route_handler_method_map.items():
-            for method, handler in handlers.items():
-                if is_automatic_handler(handler):
-                    continue
-                shown = {"websocket": "WS", "asgi": "ASGI"}.get(method, method)
-                rows.append(RouteRow(shown, path, locate(handler.fn, root)))
+        for path, method, handler in routes_of(mount, mount.path_prefix(prefix)):
+            shown = {"websocket": "WS", "asgi": "ASGI"}.get(method, method)
+            rows.append(RouteRow(shown, path, locate(handler.fn, root)))
     order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS", "ASGI"]
     return sorted(
         rows,

@@ -199,7 +199,7 @@ def check_conflicts(mounts: list[Mount], prefix: str) -> None:
     """
     claimed: dict[tuple[str, str], Mount] = {}
     for mount in mounts:
-        for path, method in _routes_of(mount, mount.path_prefix(prefix)):
+        for path, method, _handler in routes_of(mount, mount.path_prefix(prefix)):
             if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
                 raise HandlerError(
                     f"{mount.location}: {method} {path} is under {RESERVED_PREFIX}/, "
@@ -216,13 +216,15 @@ def check_conflicts(mounts: list[Mount], prefix: str) -> None:
             claimed[key] = mount
 
 
-def _routes_of(mount: Mount, prefix: str) -> list[tuple[str, str]]:
+def routes_of(mount: Mount, prefix: str) -> list[tuple[str, str, Any]]:
+    """``(path, method, handler)`` of each route `mount` serves under `prefix`,
+    without the OPTIONS handlers Litestar adds by itself."""
     try:
         router = Router(path=prefix or "/", route_handlers=[mount.target])
     except Exception as exc:
         raise HandlerError(f"{mount.location}: cannot mount: {exc}") from None
     return [
-        (path, method)
+        (path, method, handler)
         for path, handlers in router.route_handler_method_map.items()
         for method, handler in handlers.items()
         if not is_automatic_handler(handler)

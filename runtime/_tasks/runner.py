@@ -40,6 +40,4 @@ class TaskRunner:
 
     def run(self, fn: Callable[[Context], Awaitable[Any]]) -> Awaitable[None]:
         """Call ``fn(ctx)``, committing on success and rolling back on an error."""
-        return run_in_context(
-            fn, config=self.settings, env=self.env, sessionmaker=self.sessionmaker
-        )
+        return run_in_context(self.context(), fn)
