@@ -15,10 +15,11 @@ from pathlib import Path
 from types import FrameType
 
 from . import pg
+from .catalog import SCENARIOS
+from .harness import Bench, Options, Scenario, say
 from .load import CONNECTIONS, THREADS, wrk_path, wrk_version
 from .project import REPO
 from .report import Row, describe_machine, render
-from .scenarios import SCENARIOS, Bench, Options, Scenario, say
 from .servers import HOST
 
 DEFAULT_OUTPUT = REPO / "bench" / "results" / "latest.md"
@@ -140,9 +141,11 @@ def _run_lines(options: Options, started_at: datetime, took: float) -> list[str]
         f"load: `wrk -t{THREADS} -c{CONNECTIONS} --latency`; per URL {warmup}"
         f"{options.rounds} measured run(s) of {options.duration} s, taken in turn with the "
         "other URLs of the scenario (figures are medians); "
-        f"servers on {HOST}, 1 worker each, uvloop",
+        f"servers on {HOST}, 1 worker each (but in the scaling scenario), uvloop; "
+        "the scaling scenario uses `wrk -t2 -c128`",
         f"cold start and drain: {options.repetitions} start(s) per figure; "
-        f"contention: N = {nodes} nodes",
+        f"contention: N = {nodes} nodes; memory: "
+        f"{1_000 if options.quick else 10_000:,} requests per stack",
     ]
 
 
@@ -154,7 +157,8 @@ def _configuration_lines(bench: Bench) -> list[str]:
         f"forge: `python -m runtime run --port P --no-build` in a temp copy of the demo; {forge}",
         f"litestar: bare Litestar {version('litestar')} on the Granian CLI "
         "(`--interface asgi --loop uvloop --workers 1 --no-access-log`), "
-        "bench/stacks/litestar_app.py: no access log, no request ids",
+        "bench/stacks/litestar_app.py: no access log, no request ids; in the db scenario "
+        "one process serves the row three ways (ORM, Core, asyncpg)",
         "raw-asgi: a raw ASGI callable on the same Granian command, bench/stacks/raw_asgi.py",
         f"fastapi: FastAPI {version('fastapi')} on uvicorn {version('uvicorn')} "
         "(`--loop uvloop --http httptools --workers 1 --no-access-log`), "

@@ -55,6 +55,65 @@ async def active() -> dict[str, int]:
     return {"sleeping": sleeping}
 '''
 
+LARGE_HANDLER = '''
+"""Large bodies for the benchmark: about 1 MB of JSON out, a raw body of up to 16 MiB in."""
+
+from typing import Any
+
+from litestar import Request, get, post
+
+# Built once, at import; the same rows as bench/stacks/litestar_app.py's.
+ITEMS = [
+    {
+        "id": i,
+        "name": f"item {i:05d}",
+        "tags": ["alpha", "beta", "gamma"],
+        "score": i % 100,
+        "active": i % 2 == 0,
+    }
+    for i in range(11_000)
+]
+
+
+@get("/large")
+async def large() -> list[dict[str, Any]]:
+    return ITEMS
+
+
+@post("/upload", status_code=200)
+async def upload(request: Request[Any, Any, Any]) -> dict[str, int]:
+    return {"received": len(await request.body())}
+'''
+LARGE_MAX_BODY_SIZE = "16MiB"
+"""`[server].max_body_size` of a project with the large handlers: room for a 10 MiB upload."""
+
+FAST_READ_HANDLER = '''
+"""The demo's note read through ``ctx.fetch_one``: the db scenario's fast-path row."""
+
+from datetime import UTC
+
+from litestar import get
+from litestar.exceptions import NotFoundException
+from sqlalchemy import bindparam, select
+
+from runtime import Ctx
+
+from .models import Note
+from .notes import NOT_FOUND, NoteId, NoteOut
+
+NOTE_BY_ID = select(Note).where(Note.id == bindparam("id"))
+
+
+@get("/fast/notes/{note_id:int}", responses=NOT_FOUND)
+async def get_note_fast(ctx: Ctx, note_id: NoteId) -> NoteOut:
+    row = await ctx.fetch_one(NOTE_BY_ID, id=note_id)
+    if row is None:
+        raise NotFoundException(f"note {note_id} not found")
+    if row["created_at"].tzinfo is None:  # SQLite: naive, written in UTC
+        row["created_at"] = row["created_at"].replace(tzinfo=UTC)
+    return NoteOut(**row)
+'''
+
 PENDING_REVISION_NAME = "9999_bench_pending.sql"
 PENDING_REVISION = """
 -- A trivial revision, left pending before each cold start of the benchmark.
@@ -126,6 +185,19 @@ class DemoProject:
     def add_sleep_handler(self) -> None:
         """``GET /api/sleep?ms=100`` and ``GET /api/sleep/active``."""
         (self.root / "handlers" / "bench_sleep.py").write_text(SLEEP_HANDLER.lstrip())
+
+    def add_large_handlers(self) -> None:
+        """``GET /api/large`` (about 1 MB of JSON) and ``POST /api/upload`` (up to 16 MiB)."""
+        (self.root / "handlers" / "bench_large.py").write_text(LARGE_HANDLER.lstrip())
+        path = self.root / "forge.toml"
+        with path.open("rb") as file:
+            config = tomllib.load(file)
+        config.setdefault("server", {})["max_body_size"] = LARGE_MAX_BODY_SIZE
+        path.write_text(tomli_w.dumps(config))
+
+    def add_fast_read_handler(self) -> None:
+        """``GET /api/fast/notes/{id}``: the demo's note through ``ctx.fetch_one``."""
+        (self.root / "handlers" / "bench_fast_read.py").write_text(FAST_READ_HANDLER.lstrip())
 
     def add_pending_revision(self) -> None:
         text = textwrap.dedent(PENDING_REVISION).lstrip()

@@ -15,7 +15,7 @@ BASELINE = "litestar"
 
 @dataclass
 class Row:
-    """One measurement: a throughput (req/s, p50, p99) or a duration (median ms)."""
+    """One measurement: a throughput (req/s, p50, p99), a duration (median ms) or a size."""
 
     scenario: str
     """The scenario's name (``hello``, ``db``, ...)."""
@@ -25,14 +25,21 @@ class Row:
     p50_ms: float | None = None
     p99_ms: float | None = None
     time_ms: float | None = None
+    rss_mib: float | None = None
+    """Resident memory of a process (VmRSS), MiB."""
+    cpu_us: float | None = None
+    """Microseconds per request, measured in-process (no sockets)."""
     ratio: float | None = None
     """Against the bare-Litestar row of the same scenario measured in this run:
-    req/s over its req/s, or time over its time."""
+    req/s over its req/s, time over its time, or memory over its memory."""
     notes: str = ""
 
     @property
     def value(self) -> float | None:
-        return self.rps if self.rps is not None else self.time_ms
+        for value in (self.rps, self.time_ms, self.rss_mib, self.cpu_us):
+            if value is not None:
+                return value
+        return None
 
 
 def ratio(value: float | None, baseline: float | None) -> float | None:
@@ -105,6 +112,17 @@ def _over(scenario: str, stack: str, baseline: str, case: str | None = None) -> 
     return measure
 
 
+def _between(scenario: str, stack: str, case: str, baseline: str, baseline_case: str) -> Measure:
+    """The figure of one row over that of another, named by stack and case each."""
+
+    def measure(rows: Sequence[Row]) -> float | None:
+        mine = _find(rows, scenario, stack, case)
+        theirs = _find(rows, scenario, baseline, baseline_case)
+        return ratio(mine and mine.value, theirs and theirs.value)
+
+    return measure
+
+
 def _time_of(scenario: str, stack: str, case: str) -> Measure:
     def measure(rows: Sequence[Row]) -> float | None:
         row = _find(rows, scenario, stack, case)
@@ -116,33 +134,69 @@ def _time_of(scenario: str, stack: str, case: str) -> Measure:
 COLD_NO_PENDING = "to /_api/ready, no pending migration"
 COLD_PENDING = "to /_api/ready, 1 pending migration"
 DRAIN_IDLE = "SIGTERM to exit, idle"
+DB_ASYNCPG = "litestar+asyncpg"
+DB_FAST = "forge+fast"
+"""The db scenario's row for ``ctx.fetch_one``, the fast path for hot reads."""
+
+
+def contention_case(nodes: int) -> str:
+    return f"{nodes} node{'s' if nodes > 1 else ''} on one fresh database"
+
+
+def scaling_case(workers: int) -> str:
+    return f"GET /api/hello, {workers} worker{'s' if workers > 1 else ''}"
+
+
+MEMORY_WORKER = "worker VmRSS after the requests"
 
 TARGETS = (
     Target(
-        "JSON hello: forge >= 0.90 x litestar",
+        "JSON hello: forge >= 0.95 x litestar",
         _over("hello", "forge", BASELINE),
-        limit=0.90,
+        limit=0.95,
         at_least=True,
         unit="x",
     ),
     Target(
-        "JSON hello: forge >= 3 x fastapi",
+        "JSON hello: forge >= 2.6 x fastapi",
         _over("hello", "forge", "fastapi"),
-        limit=3.0,
+        limit=2.6,
         at_least=True,
         unit="x",
     ),
     Target(
-        "DB read: forge >= 0.90 x litestar+SQLAlchemy",
+        "DB read: forge >= 0.95 x litestar+ORM",
         _over("db", "forge", BASELINE),
-        limit=0.90,
+        limit=0.95,
         at_least=True,
         unit="x",
     ),
     Target(
-        "Cold start to ready (no pending migration) <= 2 x litestar",
+        "DB read: ORM within 1.5 x of raw asyncpg (asyncpg req/s over litestar+ORM req/s)",
+        _over("db", DB_ASYNCPG, BASELINE),
+        limit=1.5,
+        at_least=False,
+        unit="x",
+    ),
+    Target(
+        "DB read, fast path: forge's ctx.fetch_one within 1.5 x of raw asyncpg "
+        "(asyncpg req/s over forge+fast req/s)",
+        _over("db", DB_ASYNCPG, DB_FAST),
+        limit=1.5,
+        at_least=False,
+        unit="x",
+    ),
+    Target(
+        "Cold start to ready (no pending migration) <= 1.2 x litestar",
         _over("cold-start", "forge", BASELINE, COLD_NO_PENDING),
-        limit=2.0,
+        limit=1.2,
+        at_least=False,
+        unit="x",
+    ),
+    Target(
+        "Contention: 8 nodes all ready within 3 x the 1-node time",
+        _between("contention", "forge", contention_case(8), "forge", contention_case(1)),
+        limit=3.0,
         at_least=False,
         unit="x",
     ),
@@ -152,6 +206,20 @@ TARGETS = (
         limit=200.0,
         at_least=False,
         unit="ms",
+    ),
+    Target(
+        "Memory: forge worker RSS <= 1.25 x litestar worker RSS",
+        _between("memory", "forge", MEMORY_WORKER, BASELINE, MEMORY_WORKER),
+        limit=1.25,
+        at_least=False,
+        unit="x",
+    ),
+    Target(
+        "Scaling: forge with 2 workers >= 1.6 x forge with 1",
+        _between("scaling", "forge", scaling_case(2), "forge", scaling_case(1)),
+        limit=1.6,
+        at_least=True,
+        unit="x",
     ),
 )
 
@@ -220,8 +288,9 @@ def _cell(text: str) -> str:
 
 def table(rows: Sequence[Row], titles: dict[str, str]) -> str:
     lines = [
-        "| Scenario | Case | Stack | req/s | p50 ms | p99 ms | time ms | x litestar | Notes |",
-        "|---|---|---|--:|--:|--:|--:|--:|---|",
+        "| Scenario | Case | Stack | req/s | p50 ms | p99 ms | time ms | RSS MiB | us/req "
+        "| x litestar | Notes |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         cells = (
@@ -232,6 +301,8 @@ def table(rows: Sequence[Row], titles: dict[str, str]) -> str:
             _number(row.p50_ms, 2),
             _number(row.p99_ms, 2),
             _number(row.time_ms),
+            _number(row.rss_mib, 1),
+            _number(row.cpu_us, 1),
             _number(row.ratio, 2),
             row.notes,
         )
@@ -261,8 +332,8 @@ def render(
         "\n".join(f"- {key}: {value}" for key, value in machine.items()),
         "## Results",
         "Ratios (x litestar) are against the bare-Litestar row of the same scenario in this "
-        "run: req/s over its req/s (higher is better), or time over its time (lower is "
-        "better).",
+        "run: req/s over its req/s (higher is better), or time or memory over its own (lower "
+        "is better).",
         table(rows, titles),
         "## Targets",
         targets_table(verdicts(rows)),

@@ -201,10 +201,10 @@ def forge_command(port: int) -> list[str]:
     return [sys.executable, "-m", "runtime", "run", "--port", str(port), "--no-build"]
 
 
-def granian_command(target: str, port: int) -> list[str]:
+def granian_command(target: str, port: int, workers: int = 1) -> list[str]:
     return [
         *(sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop"),
-        *("--workers", "1", "--host", HOST, "--port", str(port)),
+        *("--workers", str(workers), "--host", HOST, "--port", str(port)),
         *("--log-level", "warning", "--no-access-log", target),
     ]
 

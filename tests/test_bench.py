@@ -15,6 +15,13 @@ from conftest import REPO, skip_or_fail
 
 sys.path.insert(0, str(REPO))  # `bench` is a folder of the repository, not an installed package
 from bench.load import parse_wrk
+from bench.report import (
+    MEMORY_WORKER,
+    Row,
+    contention_case,
+    scaling_case,
+    verdicts,
+)
 
 EXPECTED = {
     ("1. JSON hello", "forge"),
@@ -22,7 +29,10 @@ EXPECTED = {
     ("1. JSON hello", "raw-asgi"),
     ("1. JSON hello", "fastapi"),
     ("2. DB read (PostgreSQL)", "forge"),
+    ("2. DB read (PostgreSQL)", "forge+fast"),
     ("2. DB read (PostgreSQL)", "litestar"),
+    ("2. DB read (PostgreSQL)", "litestar+core"),
+    ("2. DB read (PostgreSQL)", "litestar+asyncpg"),
     ("3. Static files", "forge"),
     ("3. Static files", "litestar"),
     ("4. Cold start", "forge"),
@@ -30,8 +40,23 @@ EXPECTED = {
     ("5. Drain", "forge"),
     ("5. Drain", "litestar"),
     ("6. Migration lock contention", "forge"),
+    ("9. Memory (one worker)", "forge"),
+    ("9. Memory (one worker)", "litestar"),
+    ("10. Scaling (2 workers against 1)", "forge"),
+    ("10. Scaling (2 workers against 1)", "litestar"),
+    ("11. Large bodies alongside hellos", "forge"),
+    ("11. Large bodies alongside hellos", "litestar"),
+    ("12. What each default feature costs", "litestar"),
+    ("12. What each default feature costs", "forge"),
+    ("12. What each default feature costs", "forge - access log"),
+    ("12. What each default feature costs", "forge - metrics"),
+    ("12. What each default feature costs", "forge - gateway"),
+    ("12. What each default feature costs", "forge - ctx"),
 }
-COLUMNS = ["Scenario", "Case", "Stack", "req/s", "p50 ms", "p99 ms", "time ms", "x litestar"]
+COLUMNS = [
+    *("Scenario", "Case", "Stack", "req/s", "p50 ms", "p99 ms", "time ms", "RSS MiB"),
+    *("us/req", "x litestar"),
+]
 NUMBER = re.compile(r"^\d[\d,]*(\.\d+)?$")
 
 
@@ -75,6 +100,33 @@ def test_wrk_report_is_read_with_its_units() -> None:
     assert result.problems == "12 non-2xx responses, 3 socket errors"
 
 
+def test_targets_divide_figures_of_the_same_run() -> None:
+    rows = [
+        Row("db", "GET /api/notes/{id}", "forge", rps=960),
+        Row("db", "GET /api/notes/{id}", "forge+fast", rps=1280),
+        Row("db", "GET /api/notes/{id}", "litestar", rps=1000),
+        Row("db", "GET /api/notes/{id}", "litestar+asyncpg", rps=1600),
+        Row("contention", contention_case(1), "forge", time_ms=1000),
+        Row("contention", contention_case(2), "forge", time_ms=1500),
+        Row("memory", MEMORY_WORKER, "forge", rss_mib=100),
+        Row("memory", MEMORY_WORKER, "litestar", rss_mib=80),
+        Row("scaling", scaling_case(1), "forge", rps=1000),
+        Row("scaling", scaling_case(2), "forge", rps=1700),
+    ]
+    found = {v.target.label: (v.measured, v.outcome) for v in verdicts(rows)}
+    assert found["DB read: forge >= 0.95 x litestar+ORM"] == (pytest.approx(0.96), "PASS")
+    orm = next(label for label in found if label.startswith("DB read: ORM within 1.5 x"))
+    assert found[orm] == (pytest.approx(1.6), "MISS")
+    fast = next(label for label in found if label.startswith("DB read, fast path"))
+    assert found[fast] == (pytest.approx(1.25), "PASS")
+    assert found["Memory: forge worker RSS <= 1.25 x litestar worker RSS"] == (1.25, "PASS")
+    assert found["Scaling: forge with 2 workers >= 1.6 x forge with 1"] == (1.7, "PASS")
+    contention = "Contention: 8 nodes all ready within 3 x the 1-node time"
+    assert found[contention] == (None, "n/a")  # 8 nodes were not measured
+    rows.append(Row("contention", contention_case(8), "forge", time_ms=3500))
+    assert {v.target.label: v.outcome for v in verdicts(rows)}[contention] == "MISS"
+
+
 @pytest.mark.slow
 def test_quick_run_reports_every_stack_and_scenario(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
@@ -107,12 +159,20 @@ def test_quick_run_reports_every_stack_and_scenario(tmp_path: Path) -> None:
     rows = _results_table(report)
     assert {(row["Scenario"], row["Stack"]) for row in rows} >= EXPECTED
     for row in rows:
-        figures = [row["req/s"], row["time ms"]]
+        figures = [row["req/s"], row["time ms"], row["RSS MiB"], row["us/req"]]
         assert any(NUMBER.match(figure) for figure in figures), row
         if NUMBER.match(row["req/s"]):
             assert NUMBER.match(row["p50 ms"]) and NUMBER.match(row["p99 ms"]), row
-    for target in ("JSON hello", "DB read", "Cold start", "Idle drain"):
+    for target in (
+        *("JSON hello", "DB read: forge", "DB read: ORM", "DB read, fast path", "Cold start"),
+        "Idle drain",
+        *("Memory", "Scaling"),
+    ):
         assert re.search(rf"\| {target}.*\| (PASS|MISS) \|", report), target
+    # --quick contends with 1 and 2 nodes only: the 8-node target is not measured.
+    assert re.search(r"\| Contention: 8 nodes.*\| n/a \|", report)
+    for case in ("1 worker", "2 workers"):
+        assert any(row["Case"] == f"GET /api/hello, {case}" for row in rows), case
     for fact in ("CPU:", "cores:", "memory:", "Python:", "granian:", "litestar:", "load average"):
         assert fact in report
     assert (latest.stat().st_mtime_ns if latest.exists() else None) == before

@@ -448,6 +448,57 @@ def test_a_query_error_stays_a_500_and_a_node_without_its_database_answers_503(
     assert node.stop() == 0
 
 
+FAST_READ = """
+    from litestar import get
+    from sqlalchemy import bindparam, select
+
+    from runtime import Ctx
+
+    from .models import Note
+
+    NOTE = select(Note.id, Note.title).where(Note.id == bindparam("id"))
+
+
+    @get("/fast/{note_id:int}")
+    async def fast(ctx: Ctx, note_id: int) -> dict[str, object]:
+        return await ctx.fetch_one(NOTE, id=note_id) or {}
+"""
+
+
+@pytest.mark.postgres
+def test_fast_reads_answer_503_while_the_database_is_away(
+    project: Project, cluster: Cluster
+) -> None:
+    """``ctx.fetch_one`` runs on the driver's connection: its errors still become the 503."""
+    project.write("handlers/fast.py", FAST_READ)
+    node = project.start(env={"DATABASE_URL": cluster.url})
+    node.wait_ready()
+    note = node.post("/api/notes", json={"title": "fast"}).json()["id"]
+    assert node.get(f"/api/fast/{note}").json() == {"id": note, "title": "fast"}
+
+    # Restarted while idle: the pooled connection is dead; found, then replaced.
+    cluster.restart()
+    after = [node.get(f"/api/fast/{note}") for _ in range(4)]
+    assert [r.status_code for r in after][-2:] == [200, 200], node.output()[-3000:]
+    for response in after:
+        assert response.status_code in (200, 503), response.text
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "1"
+
+    cluster.stop()
+    started = time.monotonic()
+    down = node.get(f"/api/fast/{note}")
+    assert down.status_code == 503, down.text
+    assert time.monotonic() - started < FAST
+    assert down.json()["detail"] == "database unavailable"
+    assert down.headers["retry-after"] == "1"
+
+    cluster.start()
+    node.wait_until(lambda: node.get(f"/api/fast/{note}").status_code == 200, 15, "recovery")
+    assert "unhandled" not in node.output()
+    assert node.stop() == 0
+
+
 @pytest.mark.postgres
 def test_connecting_gives_up_after_connect_timeout(project: Project, pg_url: str) -> None:
     """A server that accepts but never answers: bounded by [database].connect_timeout."""

@@ -8,7 +8,6 @@ it is exact.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sqlite3
 import threading
@@ -224,17 +223,15 @@ def test_request_metrics_in_a_single_process(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
     monkeypatch.setattr(metrics, "_current", None)
 
-    async def traffic() -> None:
-        requests = metrics.RequestMetrics(flush_interval=60)
-        for seconds in (0.0005, 0.003, 0.003, 45.0):
-            requests.started()
-            requests.finished("GET", "/api/x/{id}", 200, seconds)
-        requests.started()
-        requests.finished("BREW", metrics.UNMATCHED_ROUTE, 405, 0.001)  # a made-up method
-        requests.started()  # still in flight at the scrape
-        requests.flush()
-
-    asyncio.run(traffic())
+    requests = metrics.RequestMetrics()
+    answered = [
+        (0.0, "GET", f"/api/x/{n}", 200, seconds, f"r-{n}", "/api/x/{id}", False)
+        for n, seconds in enumerate((0.0005, 0.003, 0.003, 45.0))
+    ]
+    # A made-up method, in a batch of its own: batches add up.
+    requests.add(answered)
+    requests.add([(0.0, "BREW", "/api/x", 405, 0.001, "r-5", None, False)])
+    requests.write(in_flight=1)  # one still in flight at the scrape
     text = metrics.render(LocalStatus(NodeStatus.DRAINING), "1.2.3", "node-x").decode()
     samples = {
         (sample.name, frozenset(sample.labels.items())): sample.value
@@ -261,16 +258,16 @@ def test_request_metrics_in_a_single_process(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_route_labels_never_use_the_raw_path() -> None:
-    assert metrics.route_label({"path_template": "/api/n/{id}"}, False, 404) == "/api/n/{id}"
-    assert metrics.route_label({"path": "/api/n/7"}, False, 404) == metrics.UNMATCHED_ROUTE
-    assert metrics.route_label({"path": "/about"}, True, 200) == metrics.FRONTEND_ROUTE
-    assert metrics.route_label({"path": "/x.js"}, True, 404) == metrics.UNMATCHED_ROUTE
+    assert metrics.route_label("/api/n/{id}", "/api/n/7", False, 404) == "/api/n/{id}"
+    assert metrics.route_label(None, "/api/n/7", False, 404) == metrics.UNMATCHED_ROUTE
+    assert metrics.route_label(None, "/about", True, 200) == metrics.FRONTEND_ROUTE
+    assert metrics.route_label(None, "/x.js", True, 404) == metrics.UNMATCHED_ROUTE
 
-    # A 405 has no matched template in the scope: the path's is looked up.
-    def template_of(scope: dict[str, str]) -> str | None:
-        return {"/api/n": "/api/n"}.get(scope["path"])
+    # A 405 has no matched template: the path's is looked up.
+    def template_of(path: str) -> str | None:
+        return {"/api/n": "/api/n"}.get(path)
 
-    assert metrics.route_label({"path": "/api/n"}, False, 405, template_of) == "/api/n"
-    assert metrics.route_label({"path": "/nope"}, False, 405, template_of) == "<unmatched>"
+    assert metrics.route_label(None, "/api/n", False, 405, template_of) == "/api/n"
+    assert metrics.route_label(None, "/nope", False, 405, template_of) == "<unmatched>"
     # No handler's path: a dev server's own 405, through the proxy.
-    assert metrics.route_label({"path": "/nope"}, True, 405, template_of) == "<frontend>"
+    assert metrics.route_label(None, "/nope", True, 405, template_of) == "<frontend>"

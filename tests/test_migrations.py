@@ -14,8 +14,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -429,6 +430,125 @@ def test_lock_wait_times_out_naming_the_sqlite_holder(project: Project) -> None:
     assert str(lock_path) in stderr
     assert f"pid {os.getpid()} on the test" in stderr
     assert Database(path=project.root / "app.db").version() == []
+
+
+@contextlib.contextmanager
+def holding_the_lock(project: Project, db: Database) -> Iterator[None]:
+    """Hold the migration lock from the test, as a node that migrates would."""
+    if not db.is_postgres:
+        with (project.root / "app.db.migrate.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.write(f"pid {os.getpid()} on the test\n")
+            lock.flush()
+            yield
+        return
+    # A session lock lives as long as its connection: keep one open on a loop of its own.
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+
+    connection = run(asyncpg.connect(db.url))
+    try:
+        run(connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY))
+        yield
+    finally:
+        run(connection.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_a_node_at_the_head_boots_without_the_lock(project: Project, db: Database) -> None:
+    ok(project.forge("migrate"))
+    # Were it to wait for the lock, it would give up and fail its boot within 2 s.
+    env = {"FORGE_DATABASE__MIGRATION_LOCK_TIMEOUT": "2s"}
+    with holding_the_lock(project, db):
+        node = project.start(env=env)
+        node.wait_ready(timeout=60)
+        assert node.get("/api/notes").status_code == 200
+        if db.is_postgres:
+            assert len(lock_holders(db)) == 1  # the test's, and only the test's
+    node.stop()
+    output = node.output()
+    assert "migration lock" not in output
+    assert "applied" not in output
+    assert_no_traceback(output)
+
+
+def test_a_pending_revision_still_waits_for_the_lock(project: Project, db: Database) -> None:
+    ok(project.forge("migrate"))
+    project.write("migrations/0003_log.sql", LOG_SQL)
+    with holding_the_lock(project, db):
+        node = project.start()
+        node.wait_until(lambda: node.get("/_api/health").status_code == 200, 60, "serving")
+        time.sleep(2)  # long enough to have migrated, had it not waited
+        ready = node.get("/_api/ready")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "starting"
+        assert db.version() == [DEMO_HEAD]
+        assert not db.exists("migration_log")
+    node.wait_ready(timeout=60)
+    assert db.log() == ["0003_log"]
+    assert db.version() == ["0003_log"]
+    node.stop()
+    output = node.output()
+    assert output.count("applied app 0003_log") == 1, output
+    assert_no_traceback(output)
+
+
+def test_a_node_records_missing_checksums_under_the_lock(project: Project, db: Database) -> None:
+    # At the head, but with checksums to record: that is work, done under the lock.
+    ok(project.forge("migrate"))
+    db.execute("DELETE FROM forge_migration_checksums")
+    node = project.start()
+    node.wait_ready(timeout=60)
+    node.stop()
+    assert set(checksums_of(db)) == {"0001_create_notes", DEMO_HEAD}
+    assert_no_traceback(node.output())
+
+
+def test_the_head_read_from_the_files_is_alembics(project: Project) -> None:
+    from runtime._db.revision_text import code_head
+    from runtime._db.revisions import Revisions
+
+    def heads(directory: Path) -> tuple[str | None, tuple[str, ...]]:
+        read = code_head(directory)
+        return (read[0] if read else None), tuple(Revisions(directory).get_heads())
+
+    migrations = project.root / "migrations"
+    assert heads(RUNTIME_SCHEMA) == (RUNTIME_HEAD, (RUNTIME_HEAD,))
+    assert heads(migrations) == (DEMO_HEAD, (DEMO_HEAD,))
+    project.write("migrations/0003_log.sql", LOG_SQL)
+    project.write("migrations/0004_log_py.py", LOG_PY)
+    assert heads(migrations) == ("0004_log_py", ("0004_log_py",))
+    # A SQL revision that names its place; one with a long id of its own.
+    project.write(
+        "migrations/0005_late.sql",
+        "-- down_revision: 0004_log_py\n-- revision: late\n-- @up\nSELECT 1;\n",
+    )
+    assert heads(migrations) == ("late", ("late",))
+
+    # What the text cannot tell for sure is left to Alembic (None): several heads,
+    # an id computed when the file runs.
+    project.write("migrations/0006_branch.sql", "-- down_revision: late\n-- @up\nSELECT 1;\n")
+    project.write("migrations/0007_branch.sql", "-- down_revision: late\n-- @up\nSELECT 1;\n")
+    assert code_head(migrations) is None
+    (migrations / "0007_branch.sql").unlink()
+    project.write(
+        "migrations/0007_computed.py",
+        """
+        revision = "0007_" + "computed"
+        down_revision = "0006_branch"
+
+
+        def upgrade() -> None:
+            pass
+        """,
+    )
+    assert code_head(migrations) is None
 
 
 # --- SQL and Python revisions ------------------------------------------------------------------

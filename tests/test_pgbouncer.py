@@ -350,3 +350,83 @@ def test_migration_url_migrates_directly_and_the_app_serves_through_the_pooler(
     )
     assert "prepared statement" not in node.output()
     assert node.stop() == 0
+
+
+FAST_READS = """
+    from litestar import get, post
+    from sqlalchemy import bindparam, func, select
+
+    from runtime import Ctx
+
+    from .models import Note
+
+    NOTE = select(Note.id, Note.title, Note.created_at).where(Note.id == bindparam("id"))
+    TITLES = (
+        select(Note.id, Note.title)
+        .where(Note.title.like(bindparam("pattern")), Note.id > bindparam("after"))
+        .order_by(Note.id)
+    )
+    COUNT = select(func.count(Note.id).label("n"))
+
+
+    @get("/fast/{note_id:int}")
+    async def one(ctx: Ctx, note_id: int) -> dict[str, object]:
+        row = await ctx.fetch_one(NOTE, id=note_id)
+        return {"title": row and row["title"]}
+
+
+    @get("/fast")
+    async def titles(ctx: Ctx) -> list[str]:
+        return [row["title"] for row in await ctx.fetch_all(TITLES, pattern="note %", after=0)]
+
+
+    @post("/fast/{title:str}")
+    async def write_then_read(ctx: Ctx, title: str) -> dict[str, object]:
+        note = Note(title=title)
+        ctx.db.add(note)
+        await ctx.db.flush()
+        row = await ctx.fetch_one(NOTE, id=note.id)
+        count = await ctx.fetch_one(COUNT)
+        return {"title": row and row["title"], "counted": count is not None and count["n"] > 0}
+"""
+
+
+def test_fast_reads_through_a_transaction_pooler(
+    project: Project, pgbouncer: Callable[[str], Bouncer], pg_url: str
+) -> None:
+    """``ctx.fetch_one``/``fetch_all`` run on connections whose asyncpg statement cache
+    is off: each statement is prepared unnamed within the exchange that runs it, so it
+    holds whichever server connection PgBouncer hands out, inside a transaction or not."""
+    bouncer = pgbouncer("transaction")
+    project.write("handlers/fast.py", FAST_READS)
+    env = {
+        "DATABASE_URL": bouncer.url(pg_url),
+        "FORGE_DATABASE__MIGRATION_URL": pg_url,
+        "FORGE_DATABASE__TRANSACTION_POOLER": "true",
+    }
+    node = project.start(env=env)
+    node.wait_ready()
+    ids = [node.post("/api/notes", json={"title": f"note {i}"}).json()["id"] for i in range(5)]
+
+    def call(i: int) -> tuple[int, bool, str]:
+        """One request of three kinds: its status, whether it answered right, and what."""
+        if i % 3 == 0:
+            response = node.get(f"/api/fast/{ids[i % 5]}")
+            expected: object = {"title": f"note {i % 5}"}
+        elif i % 3 == 1:
+            response = node.get("/api/fast")
+            expected = [f"note {n}" for n in range(5)]  # the writes' titles do not match
+        else:
+            response = node.post(f"/api/fast/w{i}")
+            expected = {"title": f"w{i}", "counted": True}
+        return response.status_code, response.json() == expected, response.text[:200]
+
+    # Concurrent requests on several pooled connections, which PgBouncer maps to
+    # its server connections transaction by transaction.
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(call, range(120)))
+    wrong = [outcome for outcome in outcomes if not outcome[1]]
+    assert not wrong, (wrong[:5], node.output()[-3000:])
+    assert {status for status, _, _ in outcomes} <= {200, 201}
+    assert "prepared statement" not in node.output()
+    assert node.stop() == 0

@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from ..__version__ import DISTRIBUTION
-from .._config.bundle import bundled_app
 
 # Command name -> "module:function". Modules load only when their command runs,
 # so `forge migrate` does not import the web stack, nor `forge run` Alembic's
@@ -62,7 +61,13 @@ class LazyGroup(click.Group):
 
 
 def _available(name: str) -> bool:
-    return name not in SOURCE_ONLY or bundled_app() is None
+    if name not in SOURCE_ONLY:
+        return True
+    # Imported when needed: the configuration package is the heaviest import of
+    # the CLI, and `forge run` loads it once the collector is off (see run.py).
+    from .._config.bundle import bundled_app
+
+    return bundled_app() is None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import errno
 import functools
+import gc
 import logging
 import os
 import sys
 
 import click
 
-from .. import _config as config
 from .._errors import ConfigError
-from .._frontend.build import ensure_built
-from .._node.boot import prepare, warn_if_frontend_missing
-from .._observe.log import configure_logging
 from .._processes import bind_error
 from .common import config_option, reports_errors
 
@@ -37,15 +34,40 @@ def run(
 ) -> None:
     """Boot the app and serve it until SIGTERM.
 
-    Workers answer /_api/health at once; /_api/ready turns 200 once migrations
-    have been applied under the cluster-wide lock.
+    Workers answer /_api/health at once; /_api/ready turns 200 once pending
+    migrations have been applied under the cluster-wide lock.
     """
+    # The boot imports the web stack and the handlers and assembles the app:
+    # long-lived objects only, which the cyclic garbage collector would walk
+    # over and over for nothing (some 60 ms of the start-up). `serve` freezes
+    # them and turns it back on before the workers fork, as the gc module's
+    # documentation advises for a server that forks.
+    gc.disable()
+    try:
+        _run(config_file, host, port, workers, no_migrate, no_build)
+    finally:
+        gc.enable()
+
+
+def _run(
+    config_file: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    no_migrate: bool,
+    no_build: bool,
+) -> None:
+    from .. import _config as config
+    from .._node.boot import prepare, warn_if_frontend_missing
     from .._node.server import serve
+    from .._observe.log import configure_logging
 
     overrides = {"server": {"host": host, "port": port, "workers": workers}}
     settings = config.load(config_file, overrides=overrides)
     configure_logging(settings)
     if not no_build:
+        from .._frontend.build import ensure_built
+
         ensure_built(settings)
     found = prepare(settings)
     warn_if_frontend_missing(settings)
@@ -57,7 +79,13 @@ def run(
 
         boot = functools.partial(apply_migrations, settings, quiet_when_current=True)
     code = serve(
-        settings, overrides, boot=boot, crons=found.crons, daemons=found.daemons, jobs=found.jobs
+        settings,
+        overrides,
+        boot=boot,
+        crons=found.crons,
+        daemons=found.daemons,
+        jobs=found.jobs,
+        mounts=found.mounts,
     )
     # Everything is drained, deregistered and closed by now. Tearing down the
     # interpreter's module graph would add ~300 ms between SIGTERM and exit,

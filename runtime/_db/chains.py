@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from alembic.util import CommandError
+from typing import TYPE_CHECKING
 
 from .._config import Settings
 from .._errors import ForgeError
 from .checksums import Changed
-from .revisions import RevisionFileError, Revisions
+from .revision_text import RevisionFileError
+
+if TYPE_CHECKING:
+    from .revisions import Revisions
 
 RUNTIME_SCHEMA = Path(__file__).with_name("schema")
 RUNTIME_VERSION_TABLE = "forge_schema_version"
@@ -41,6 +43,10 @@ class Chain:
     version_table: str
 
     def scripts(self) -> Revisions:
+        # Alembic loads here, when revisions are to be run or listed, not on import:
+        # a node whose database is at the head never needs it (`at_head`).
+        from .revisions import Revisions
+
         return Revisions(self.directory)
 
 
@@ -109,6 +115,8 @@ def chains(settings: Settings) -> tuple[Chain, Chain]:
 
 def chain_scripts(chain: Chain) -> Revisions:
     """The chain's revisions; a folder Alembic cannot read is a `MigrationError`."""
+    from alembic.util import CommandError
+
     try:
         return chain.scripts()
     except RevisionFileError:

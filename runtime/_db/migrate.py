@@ -25,9 +25,9 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .._config import Settings
 from .._errors import ForgeError
@@ -45,7 +45,7 @@ from .chains import (
     chains,
 )
 from .checksums import Changed
-from .faults import driver_message
+from .drop import drop_everything
 from .migration_errors import failure, scrub
 from .migration_lock import locked
 from .migration_status import (
@@ -75,14 +75,18 @@ class Migrator:
         Applied revisions whose files changed are listed in the report; in
         production they stop the run (`ChangedRevisionsError`) before anything is applied.
         """
-        report = Report()
         async with locked(self.settings) as connection:
-            report.changed = await connection.run_sync(changed_revisions, self.app)
-            if report.changed and self.settings.is_production:
-                raise self._refusal(report.changed)
-            for chain in (self.runtime, self.app):
-                await connection.run_sync(self._upgrade, chain, report)
-            await connection.run_sync(self._baseline)
+            return await self.upgrade_locked(connection)
+
+    async def upgrade_locked(self, connection: AsyncConnection) -> Report:
+        """`upgrade` on a connection that holds the migration lock already."""
+        report = Report()
+        report.changed = await connection.run_sync(changed_revisions, self.app)
+        if report.changed and self.settings.is_production:
+            raise self._refusal(report.changed)
+        for chain in (self.runtime, self.app):
+            await connection.run_sync(self._upgrade, chain, report)
+        await connection.run_sync(self._baseline)
         return report
 
     async def accept(self, revisions: list[str] | None) -> list[tuple[str, Path, bool]]:
@@ -104,7 +108,7 @@ class Migrator:
         """Drop every table, then apply all revisions from scratch."""
         report = Report()
         async with locked(self.settings) as connection:
-            await connection.run_sync(_drop_everything)
+            await connection.run_sync(drop_everything)
             for chain in (self.runtime, self.app):
                 await connection.run_sync(self._upgrade, chain, report)
         return report
@@ -372,27 +376,3 @@ class Migrator:
             hint="restore the applied version (and put the change in a new revision), "
             f"or run {accept} if the database already matches",
         )
-
-
-def _drop_everything(connection: Connection) -> None:
-    # Views first: on PostgreSQL a view keeps the tables it reads from being dropped.
-    quote = connection.dialect.identifier_preparer.quote
-    postgres = connection.dialect.name == "postgresql"
-    cascade = " CASCADE" if postgres else ""
-    try:
-        inspector = inspect(connection)
-        views = [("VIEW", name) for name in inspector.get_view_names()]
-        if postgres:
-            materialized = inspector.get_materialized_view_names()
-            views += [("MATERIALIZED VIEW", name) for name in materialized]
-        for kind, name in views:
-            connection.exec_driver_sql(f"DROP {kind} IF EXISTS {quote(name)}{cascade}")
-        metadata = MetaData()
-        metadata.reflect(connection)
-        metadata.drop_all(connection)
-    except SQLAlchemyError as exc:
-        raise MigrationError(
-            f"cannot drop every table: {driver_message(exc)}",
-            hint="drop what stands in the way by hand, then run migrate:fresh again",
-        ) from exc
-    connection.commit()

@@ -20,13 +20,39 @@ from .pgbouncer import check_poolers
 
 
 @asynccontextmanager
-async def locked(settings: Settings) -> AsyncIterator[AsyncConnection]:
-    """A dedicated connection holding the migration lock."""
-    # [database].migration_url when set: the lock needs a session of its own.
-    target = settings.session_target
+async def locked(
+    settings: Settings, *, poolers_checked: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """A dedicated connection holding the migration lock.
+
+    `poolers_checked`: the caller has already run `check_poolers` for this boot.
+    """
     # Through a transaction pooler the lock would be taken and lost at once:
     # refuse that before taking it.
-    await check_poolers(settings)
+    if not poolers_checked:
+        await check_poolers(settings)
+    timeout = settings.database.migration_lock_timeout
+    async with dedicated(settings) as connection:
+        target = settings.session_target
+        if target.is_sqlite:
+            lock: FileLock | PostgresLock = FileLock(Path(f"{target.url.database}.migrate.lock"))
+        else:
+            lock = PostgresLock(connection)
+        await lock.acquire(timeout)
+        try:
+            yield connection
+        finally:
+            await lock.release()
+
+
+@asynccontextmanager
+async def dedicated(settings: Settings) -> AsyncIterator[AsyncConnection]:
+    """A connection of its own, where the migration lock is taken (not from a pool).
+
+    On ``[database].migration_url`` when set: the lock needs a session of its
+    own. A database that cannot be reached is the one-line `unreachable` error.
+    """
+    target = settings.session_target
     try:  # with SQLite, this makes the database file's folder
         engine = create_engine(
             settings,
@@ -36,21 +62,10 @@ async def locked(settings: Settings) -> AsyncIterator[AsyncConnection]:
         )
     except OSError as exc:
         raise unreachable(target, exc) from None
-    timeout = settings.database.migration_lock_timeout
     try:
         connection = await _connect(engine, target)
         try:
-            if target.is_sqlite:
-                lock: FileLock | PostgresLock = FileLock(
-                    Path(f"{target.url.database}.migrate.lock")
-                )
-            else:
-                lock = PostgresLock(connection)
-            await lock.acquire(timeout)
-            try:
-                yield connection
-            finally:
-                await lock.release()
+            yield connection
         finally:
             await connection.close()
     finally:

@@ -28,13 +28,15 @@ from alembic import op
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
-from .._errors import ForgeError
-
-
-class RevisionFileError(ForgeError):
-    """A revision file that cannot be read as a revision."""
-
-    exit_code = 2
+from .revision_text import (
+    MAX_REVISION_LENGTH,
+    NO_REVISION,
+    RevisionFileError,
+    description,
+    revision_files,
+    sections,
+    sql_headers,
+)
 
 
 class StatementFailed(Exception):
@@ -45,13 +47,6 @@ class StatementFailed(Exception):
         self.statement = statement
         self.line = line
         """Where the statement starts in its file (1-based), if known."""
-
-
-MAX_REVISION_LENGTH = 32
-"""Alembic's version table stores ids in a VARCHAR(32)."""
-
-_SECTION = re.compile(r"^\s*--\s*@(up|down)\s*$", re.IGNORECASE | re.MULTILINE)
-_HEADER = re.compile(r"^\s*--\s*(revision|down_revision)\s*:\s*(\S+)\s*$", re.IGNORECASE)
 
 
 class Revisions(ScriptDirectory):
@@ -80,30 +75,12 @@ class Revisions(ScriptDirectory):
                 yield script
 
 
-def revision_files(directory: Path) -> list[Path]:
-    """Revision files in chain order: ``.py`` and ``.sql``, by name; no helpers or env.py."""
-    if not directory.is_dir():
-        return []
-    return sorted(
-        path
-        for path in directory.iterdir()
-        if path.is_file()
-        and path.suffix in {".py", ".sql"}
-        and not path.name.startswith(("_", "."))
-        and path.name != "env.py"
-    )
-
-
 def sql_revision(scripts: ScriptDirectory, path: Path, previous: str | None) -> Script:
     """An Alembic `Script` whose upgrade and downgrade run the file's SQL sections."""
     text = path.read_text(encoding="utf-8")
-    headers = {
-        match.group(1).lower(): match.group(2)
-        for line in text.splitlines()
-        if (match := _HEADER.match(line))
-    }
-    sections = _sections(text, path)
-    if "up" not in sections:
+    headers = sql_headers(text)
+    parts = sections(text, path)
+    if "up" not in parts:
         raise RevisionFileError(
             f"{path}: no '-- @up' section", hint="put the upgrade SQL after a line '-- @up'"
         )
@@ -115,46 +92,21 @@ def sql_revision(scripts: ScriptDirectory, path: Path, previous: str | None) -> 
             hint="shorten the file name, or set '-- revision: <short id>' in the file",
         )
     down = headers.get("down_revision", previous)
-    if down in {"none", "None", "base"}:
+    if down in NO_REVISION:
         down = None
 
     module = types.ModuleType(f"forge_sql_revision_{revision}")
     module.__file__ = str(path)
-    module.__doc__ = _description(text) or path.stem
+    module.__doc__ = description(text) or path.stem
     module.revision = revision  # type: ignore[attr-defined]
     module.down_revision = down  # type: ignore[attr-defined]
     module.branch_labels = None  # type: ignore[attr-defined]
     module.depends_on = None  # type: ignore[attr-defined]
-    module.upgrade = lambda: _execute(*sections["up"])  # type: ignore[attr-defined]
+    module.upgrade = lambda: _execute(*parts["up"])  # type: ignore[attr-defined]
     module.downgrade = (  # type: ignore[attr-defined]
-        (lambda: _execute(*sections["down"])) if "down" in sections else _irreversible(path)
+        (lambda: _execute(*parts["down"])) if "down" in parts else _irreversible(path)
     )
     return Script(module, revision, str(path))
-
-
-def _sections(text: str, path: Path) -> dict[str, tuple[str, int]]:
-    """Each section's SQL and the line of its ``-- @name`` marker."""
-    sections: dict[str, tuple[str, int]] = {}
-    matches = list(_SECTION.finditer(text))
-    for index, match in enumerate(matches):
-        name = match.group(1).lower()
-        if name in sections:
-            raise RevisionFileError(f"{path}: more than one '-- @{name}' section")
-        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
-        marker_line = text.count("\n", 0, match.start()) + 1
-        sections[name] = (text[match.end() : end], marker_line)
-    return sections
-
-
-def _description(text: str) -> str:
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped.startswith("--"):
-            break
-        comment = stripped.lstrip("-").strip()
-        if comment and not comment.startswith("@") and not _HEADER.match(line):
-            return comment
-    return ""
 
 
 def _execute(sql: str, marker_line: int) -> None:
@@ -213,7 +165,7 @@ def empty_upgrade(script: Script) -> str | None:
     path = Path(script.path)
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".sql":
-        up, _line = _sections(text, path).get("up", ("", 0))
+        up, _line = sections(text, path).get("up", ("", 0))
         if any(_does_something(statement) for statement in sqlparse.split(up)):
             return None
         return "its '-- @up' section is empty: write the SQL under '-- @up', then migrate again"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
@@ -15,28 +14,26 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from .._config import Settings
+    from .._observe.metrics import AnsweredRequest
 
 
 class AccessLog:
-    """One line per request, formatted without the logging machinery and written in batches.
+    """One line per request, in the format of the other logs, written in batches.
 
-    A `logging` record per request costs as much as a small request itself;
-    this writes the same line format for a fraction of that. Lines are flushed
-    every `flush_interval` seconds and when the worker stops.
+    A `logging` record per request costs as much as a small request itself.
+    This writes the same line format for a fraction of that, and off the
+    request path: the gateway only notes each answered request, and its
+    ledger hands them here in batches (`write`).
     """
 
     def __init__(
         self,
         stream: TextIO | None = None,
-        flush_interval: float = 0.05,
         *,
         fmt: Format = "text",
         color: bool | None = None,
     ) -> None:
         self.stream = stream or sys.stderr
-        self.flush_interval = flush_interval
-        self._pending: list[str] = []
-        self._scheduled = False
         self._second = -1
         self._stamp = ""
         self.json = fmt == "json"
@@ -56,24 +53,33 @@ class AccessLog:
             return None
         return cls(fmt=log_format(settings))
 
-    def write(self, method: str, path: str, status: int, seconds: float, request_id: str) -> None:
-        now = time.time()
-        if self.json:
-            line = self._json_line(now, method, path, status, seconds, request_id)
-        else:
-            if int(now) != self._second:
-                self._second = int(now)
-                self._stamp = time.strftime(DATE_FORMAT, time.localtime(now))
-            if not path.isprintable():  # a %0A in the URL must not forge a log line
-                path = repr(path)[1:-1]
-            line = (
-                f"{self._stamp}.{int(now % 1 * 1000):03d} {self._level} forge.access "
-                f"[{request_id}] {method} {path} {status} {seconds * 1000:.1f}ms\n"
-            )
-        self._pending.append(line)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
+    def write(self, answered: list[AnsweredRequest]) -> None:
+        """Write the lines of a batch of answered requests, and flush the stream."""
+        # Each request noted when it ended on the monotonic clock; one reading
+        # of both clocks dates the whole batch.
+        to_wall = time.time() - time.perf_counter()
+        line = self._json_line if self.json else self._text_line
+        lines = [
+            line(ended + to_wall, method, path, status, seconds, request_id)
+            for ended, method, path, status, seconds, request_id, _, _ in answered
+            if request_id is not None  # refused while draining: counted, not logged
+        ]
+        if lines:
+            self.stream.write("".join(lines))
+            self.stream.flush()
+
+    def _text_line(
+        self, now: float, method: str, path: str, status: int, seconds: float, request_id: str
+    ) -> str:
+        if int(now) != self._second:
+            self._second = int(now)
+            self._stamp = time.strftime(DATE_FORMAT, time.localtime(now))
+        if not path.isprintable():  # a %0A in the URL must not forge a log line
+            path = repr(path)[1:-1]
+        return (
+            f"{self._stamp}.{int(now % 1 * 1000):03d} {self._level} forge.access "
+            f"[{request_id}] {method} {path} {status} {seconds * 1000:.1f}ms\n"
+        )
 
     def _json_line(
         self, now: float, method: str, path: str, status: int, seconds: float, request_id: str
@@ -95,10 +101,3 @@ class AccessLog:
             f'"method":{method_json},"path":{path_json},"status":{status},'
             f'"duration_ms":{seconds * 1000:.3f}}}\n'
         )
-
-    def flush(self) -> None:
-        self._scheduled = False
-        if self._pending:
-            lines, self._pending = "".join(self._pending), []
-            self.stream.write(lines)
-            self.stream.flush()

@@ -36,6 +36,7 @@ from .gateway import Gateway
 from .injection import inject_context
 from .internal import InternalAccess
 from .probes import Probes
+from .responses import ForgeResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -64,8 +65,6 @@ def create_app(
     )
 
     gateway: Gateway  # assigned below; the lifespan runs later, inside the worker
-    access_log = AccessLog.for_settings(settings)
-    request_metrics = RequestMetrics()
 
     @asynccontextmanager
     async def worker_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -87,9 +86,7 @@ def create_app(
         try:
             yield
         finally:
-            if access_log is not None:
-                access_log.flush()
-            request_metrics.flush()
+            gateway.ledger.flush()
             await engine.dispose()
 
     inject_context(mount.target for mount in mounts)
@@ -114,6 +111,7 @@ def create_app(
                 SQLAlchemyError: database_error,  # 503 while the database is unavailable
             },
             request_class=ForgeRequest,
+            response_class=ForgeResponse,
             openapi_config=openapi_config(settings),
             logging_config=None,
             debug=False,
@@ -125,19 +123,19 @@ def create_app(
         status=status or LocalStatus(),
         engine=lambda: litestar.state.engine,
         timeout=settings.database.ready_timeout,
-        request_metrics=request_metrics,
+        before_scrape=lambda: gateway.ledger.flush(),
     )
     gateway = Gateway(
         litestar,
         probes,
-        access_log=access_log,
+        access_log=AccessLog.for_settings(settings),
         frontend=(
             Frontend(settings, fallback=litestar, routes_at_root="" in by_prefix)
             if has_frontend(settings)
             else None
         ),
         api_prefixes=tuple(prefix for prefix in by_prefix if prefix),
-        metrics=request_metrics,
+        metrics=RequestMetrics(),
         internal=InternalAccess.from_settings(settings),
     )
     return gateway

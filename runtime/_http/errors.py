@@ -35,6 +35,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from msgspec import Struct
 
 from .._db.faults import is_unavailable
+from .responses import ForgeResponse
 
 if TYPE_CHECKING:
     from litestar.types import ExceptionHandlersMap
@@ -98,7 +99,7 @@ def error_response(
         extra=extra or None,
         request_id=request.scope.get(REQUEST_ID_KEY),  # type: ignore[call-overload]
     )
-    return Response(
+    return ForgeResponse(
         body, status_code=status_code, headers=dict(headers or {}), media_type=MediaType.JSON
     )
 
@@ -199,8 +200,12 @@ def _name_missing_field(entry: Any) -> Any:
     return {**entry, "key": field if key == _BODY_KEY else f"{key}.{field}"}
 
 
-def log_exception(exception: BaseException, scope: Any) -> None:
-    """Litestar ``after_exception`` hook: a server error's traceback goes to the log."""
+async def log_exception(exception: BaseException, scope: Any) -> None:
+    """Litestar ``after_exception`` hook: a server error's traceback goes to the log.
+
+    A coroutine function, though it awaits nothing: Litestar runs a plain
+    function hook in a worker thread, two thread hops for every 404.
+    """
     status = getattr(exception, "status_code", 500)
     if status < 500:
         return

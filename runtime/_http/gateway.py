@@ -2,11 +2,11 @@
 
 It answers the probes (and ``/_api/metrics``), refuses the internal endpoints
 to clients ``[server].internal_allow`` and ``internal_token`` do not let in
-(`runtime._http.internal`), gives every request an id (``X-Request-ID``), writes the
-access log, counts requests for the metrics and keeps track of those in
-flight. It is a plain ASGI callable rather than Litestar middleware because
-Litestar answers 404 and 405 before its middleware runs, and every request
-must be counted.
+(`runtime._http.internal`), gives every request an id (``X-Request-ID``), notes
+each answered request for the access log and the metrics (`runtime._http.ledger`)
+and keeps track of those in flight. It is a plain ASGI callable rather than
+Litestar middleware because Litestar answers 404 and 405 before its
+middleware runs, and every request must be counted.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from typing import Any
 
 from litestar.utils import normalize_path
 
-from .._observe.metrics import DRAINING_ROUTE, RequestMetrics, route_label
+from .._observe.metrics import DRAINING_ROUTE, RequestMetrics
 from .access_log import AccessLog
+from .errors import REQUEST_ID_KEY
 from .internal import InternalAccess, forbid
+from .ledger import Ledger
 from .probes import Probes
 
 drain_log = logging.getLogger("forge.drain")
@@ -33,7 +35,11 @@ _SAFE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 
 
 class Gateway:
-    """Wraps the app: probes first, then request ids, access log, metrics and accounting."""
+    """Wraps the app: probes first, then request ids, access log, metrics and accounting.
+
+    Everything it adds costs a few attribute reads and one tuple per request:
+    the access log and the metrics are fed in batches by its `Ledger`.
+    """
 
     def __init__(
         self,
@@ -48,29 +54,30 @@ class Gateway:
     ) -> None:
         self.app = app
         self.probes = probes
-        self.access_log = access_log
-        self.metrics = metrics
         self.frontend = frontend
         self.internal = internal
         """The rule for /_api/metrics and /_api/docs; None when they are open (the default)."""
         # Paths that belong to the handlers and the runtime, never to the frontend.
-        self.api_prefixes = ("/_api", *(p for p in api_prefixes if p))
-        # Bound once: the metrics call it for a 405 only, with no allocation per request.
-        self._route_template = self._template_of
+        prefixes = ("/_api", *(p for p in api_prefixes if p))
+        self._api_paths = frozenset(prefixes)
+        self._api_trees = tuple(prefix + "/" for prefix in prefixes)
         self.active: dict[asyncio.Task[Any], Any] = {}
         """The scopes of requests in flight, by the task serving them."""
+        self.ledger = Ledger(
+            access_log=access_log,
+            metrics=metrics,
+            in_flight=self.active.__len__,
+            template_of=self._template_of,
+        )
+        self._note = self.ledger.answered.append
         self._request_id_prefix = secrets.token_hex(4) + "-"
         self._requests = 0
         self.refusing = False
         self._cut: set[asyncio.Task[Any]] = set()
 
-    def _target(self, scope: Any) -> Any:
-        if self.frontend is None:
+    def _target(self, scope: Any, path: str) -> Any:
+        if self.frontend is None or path in self._api_paths or path.startswith(self._api_trees):
             return self.app
-        path = scope["path"]
-        for prefix in self.api_prefixes:
-            if path == prefix or path.startswith(prefix + "/"):
-                return self.app
         if scope["method"] in {"GET", "HEAD"} or self.frontend.proxy is not None:
             return self.frontend
         return self.app
@@ -79,45 +86,51 @@ class Gateway:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # A refusal is an ordinary request: access-logged and counted like any 4xx.
-        forbidden = self.internal is not None and self.internal.refuses(scope)
-        if (
-            not forbidden
-            and scope["path"].startswith("/_api/")
-            and (probe := self.probes.route(scope["path"]))
-        ):
-            await probe(scope, receive, send)
-            return
+        path = scope["path"]
+        # One substring test keeps nearly every request off the runtime's own paths.
+        if "_api" in path:
+            if self.internal is not None and self.internal.refuses(scope):
+                # An ordinary request: access-logged and counted like any 4xx.
+                target = forbid
+            elif (probe := self.probes.route(path)) is not None:
+                await probe(scope, receive, send)
+                return
+            else:
+                target = self._target(scope, path)
+        else:
+            target = self._target(scope, path)
 
+        if not self.ledger.scheduled:
+            self.ledger.schedule()
         if self.refusing:
             await _refuse(send)
-            if self.metrics is not None:
-                self.metrics.count(scope["method"], DRAINING_ROUTE, 503, 0.0)
+            self._note(
+                (time.perf_counter(), scope["method"], path, 503, 0.0, None, DRAINING_ROUTE, False)
+            )
             return
 
-        request_id = _incoming_request_id(scope) or self._new_request_id()
-        scope["forge.request_id"] = request_id
+        request_id = _incoming_request_id(scope["headers"])
+        if request_id is None:
+            self._requests += 1
+            request_id = f"{self._request_id_prefix}{self._requests:x}"
+        scope[REQUEST_ID_KEY] = request_id
         header = (REQUEST_ID_HEADER, request_id.encode())
-        status = 500
-        responded = False
-        metrics = self.metrics
-        timed = metrics is not None or self.access_log is not None
-        started = time.perf_counter() if timed else 0.0
+        status = 0  # nothing sent yet
 
-        async def send_with_id(message: Any) -> None:
-            nonlocal status, responded
+        # A plain function, not a coroutine: it hands back the server's own
+        # awaitable, so the wrapper adds no coroutine to either send.
+        def send_with_id(message: Any) -> Any:
+            nonlocal status
             if message["type"] == "http.response.start":
-                responded = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
+            return send(message)
 
         task = asyncio.current_task()
         assert task is not None
-        self.active[task] = scope
-        target = forbid if forbidden else self._target(scope)
-        if metrics is not None:
-            metrics.started()
+        active = self.active
+        active[task] = scope
+        started = time.perf_counter()
         try:
             await target(scope, receive, send_with_id)
         except asyncio.CancelledError:
@@ -125,20 +138,28 @@ class Gateway:
                 raise
             # Cut at the drain bound by us: answer if we still can, and let
             # Granian see a finished request rather than an error.
-            if not responded:
+            if not status:
                 await _refuse(send)
                 status = 503
         finally:
-            del self.active[task]
-            self._cut.discard(task)
-            seconds = time.perf_counter() - started if timed else 0.0
-            if metrics is not None:
-                route = route_label(scope, target is not self.app, status, self._route_template)
-                metrics.finished(scope["method"], route, status, seconds)
-            if self.access_log is not None:
-                self.access_log.write(scope["method"], scope["path"], status, seconds, request_id)
+            del active[task]
+            if self._cut:
+                self._cut.discard(task)
+            ended = time.perf_counter()
+            self._note(
+                (
+                    ended,
+                    scope["method"],
+                    path,
+                    status or 500,
+                    ended - started,
+                    request_id,
+                    scope.get("path_template"),
+                    target is not self.app,
+                )
+            )
 
-    def _template_of(self, scope: Any) -> str | None:
+    def _template_of(self, path: str) -> str | None:
         """The route template of a path the app routes for other methods (its 405s).
 
         Litestar sets ``path_template`` only once a handler matched the method
@@ -149,15 +170,9 @@ class Gateway:
         if router is None:
             return None
         try:
-            return router.handle_routing(normalize_path(scope["path"]), "OPTIONS")[4]
+            return router.handle_routing(normalize_path(path), "OPTIONS")[4]
         except Exception:  # no such route, or none for OPTIONS: counted as unmatched
             return None
-
-    def _new_request_id(self) -> str:
-        # A random prefix per worker and a counter: unique across the cluster
-        # in practice, and far cheaper than fresh randomness per request.
-        self._requests += 1
-        return f"{self._request_id_prefix}{self._requests:x}"
 
     @property
     def in_flight(self) -> int:
@@ -198,10 +213,10 @@ async def _refuse(send: Any) -> None:
     await send({"type": "http.response.body", "body": _DRAINING_BODY})
 
 
-def _incoming_request_id(scope: Any) -> str | None:
+def _incoming_request_id(headers: Any) -> str | None:
     # Keep an id set by a proxy in front of us, so one id follows the request
     # through every hop; refuse anything that could forge log lines.
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == REQUEST_ID_HEADER:
             return value.decode() if _SAFE_REQUEST_ID.fullmatch(value) else None
     return None

@@ -67,7 +67,8 @@ def _wrap(handler: HTTPRouteHandler) -> None:
         except BaseException as error:
             await ctx._finish(error)
             raise
-        await ctx._finish(None)
+        if ctx._session is not None:  # most handlers never open one: no await for them
+            await ctx._finish(None)
         return result
 
     parameters = [p for p in signature.parameters.values() if p.name != CTX]

@@ -61,13 +61,14 @@ class Probes:
         status: SharedStatus | LocalStatus,
         engine: Callable[[], AsyncEngine | None],
         timeout: float,
-        request_metrics: metrics.RequestMetrics | None = None,
+        before_scrape: Callable[[], None] | None = None,
     ) -> None:
         self.version = version
         self.status = status
         self.engine = engine
         self.timeout = timeout
-        self.request_metrics = request_metrics
+        self.before_scrape = before_scrape
+        """Called before a scrape: the worker's own counts are then exact."""
         self._healthy = json.dumps({"status": "healthy", "version": version}).encode()
 
     def route(self, path: str) -> Callable[[Any, Any, Any], Awaitable[None]] | None:
@@ -101,8 +102,8 @@ class Probes:
         await _respond(send, 200 if ready else 503, json.dumps(body).encode(), scope)
 
     async def serve_metrics(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.request_metrics is not None:
-            self.request_metrics.flush()  # this worker's own counts are then exact
+        if self.before_scrape is not None:
+            self.before_scrape()
         # Reading every process's file is blocking file work: off the event loop.
         body = await asyncio.to_thread(metrics.render, self.status, self.version, node_id())
         await _respond(send, 200, body, scope, metrics.content_type().encode())

@@ -12,15 +12,13 @@ from typing import TYPE_CHECKING, Any
 from .._cluster.registry import NodeInfo, Registry
 from .._db import create_engine
 from .._errors import describe
-from .._jobs.queue import requeue_orphans
 from .._observe.log import set_node_id
 from .._observe.metrics import watch_pool
 from .._status import NodeStatus, SharedStatus
-from .._tasks.crons import abandon_runs_of
-from .background import Background
 
 if TYPE_CHECKING:
     from .._config import Settings
+    from .background import Background
 
 log = logging.getLogger("forge.node")
 
@@ -127,6 +125,10 @@ class Node:
             if self.status.get() is NodeStatus.READY:
                 self._on_ready()
             if self._crons or self._daemons or self._jobs:
+                # Imported here, on the node's thread once the workers are forked:
+                # the workers never need it, and the boot does not wait for it.
+                from .background import Background
+
                 self.background = Background(
                     self.settings,
                     crons=self._crons,
@@ -184,6 +186,9 @@ class Node:
                 log.warning("node heartbeat failed: %s", describe(exc))
 
     async def _reap(self) -> None:
+        from .._jobs.queue import requeue_orphans
+        from .._tasks.crons import abandon_runs_of
+
         assert self.registry is not None
         try:
             reaped = await self.registry.reap()

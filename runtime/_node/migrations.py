@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from .._config import Settings
-from .._db.chains import Report
-from .._db.migrate import Migrator
+if TYPE_CHECKING:
+    from .._config import Settings
+    from .._db.chains import Report
 
 log = logging.getLogger("forge.migrate")
 
@@ -14,13 +15,23 @@ log = logging.getLogger("forge.migrate")
 async def apply_migrations(settings: Settings, *, quiet_when_current: bool = False) -> Report:
     """Apply pending revisions under the migration lock, logging each.
 
-    Warns about applied revisions whose files changed; in production the
-    migrator refuses them, which stops the boot.
+    A database already at the head is told in one query, without the lock or
+    Alembic (`runtime._db.at_head`). Warns about applied revisions whose files
+    changed; in production the migrator refuses them, which stops the boot.
     """
-    migrator = Migrator(settings, on_applied=lambda applied: log.info("%s", applied))
-    report = await migrator.upgrade()
-    for changed in report.changed:
-        log.warning("%s", migrator.changed_warning(changed))
+    # Imported here, on the node's thread: a serving node boots once its workers
+    # are forked, so nothing of this is on the way to them.
+    from .._db.at_head import upgrade_unless_at_head
+
+    report = await upgrade_unless_at_head(
+        settings, on_applied=lambda applied: log.info("%s", applied)
+    )
+    if report.changed:
+        from .._db.migrate import Migrator  # loaded already: only the locked upgrade finds these
+
+        migrator = Migrator(settings)
+        for changed in report.changed:
+            log.warning("%s", migrator.changed_warning(changed))
     if report.up_to_date and not quiet_when_current:
         log.info("database schema is up to date")
     return report

@@ -18,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import gc
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
@@ -33,14 +35,21 @@ from granian.server import MPServer
 
 from .._config import Settings
 from .._observe import metrics
-from .._observe.log import announce, granian_log_config
+from .._observe.log import announce, configure_logging, granian_log_config, set_node_id
 from .._status import DRAIN_SIGNAL, WAKE_SIGNAL, SharedStatus, cut_reports
 from .lifecycle import Node
+
+if TYPE_CHECKING:
+    from .._project.mounts import Mount
 
 log = logging.getLogger("forge.server")
 
 # How often a worker that has not stopped yet is woken (see _stop_workers).
 WAKE_INTERVAL = 0.2
+
+_prepared: tuple[Settings, Sequence[Mount]] | None = None
+"""The main process's settings and handler mounts, checked by its boot, for the
+workers forked from it (`_load_app`); a worker started afresh loads its own."""
 
 
 class NodeServer(MPServer):
@@ -78,6 +87,11 @@ class NodeServer(MPServer):
         # Workers inherit "ignore" until their event loop takes the signal over,
         # so an early drain signal cannot kill a worker that is still starting.
         signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)
+        # What the boot made lives as long as the node: out of the collector's
+        # sight, so that collections neither walk it again nor, in a worker, copy
+        # every page it sits on. On again from here, if the boot turned it off.
+        gc.freeze()
+        gc.enable()
         self.startup(spawn_target, target_loader)
         self.node.start()
         self._serve_loop(spawn_target, target_loader)
@@ -163,11 +177,19 @@ def serve(
     crons: list[Any] | None = None,
     daemons: list[Any] | None = None,
     jobs: list[Any] | None = None,
+    mounts: Sequence[Mount] | None = None,
 ) -> int:
-    """Serve until SIGTERM or SIGINT, then drain; the process's exit code."""
+    """Serve until SIGTERM or SIGINT, then drain; the process's exit code.
+
+    `mounts`: the handlers the boot discovered in this process (`prepare`),
+    which forked workers then use as they are instead of discovering them again.
+    """
+    global _prepared
     status = SharedStatus.create()
     # Before the workers fork: they and this process write their samples there.
     metrics_directory = metrics.start_node()
+    _share_with_workers(settings)
+    _prepared = None if mounts is None else (settings, mounts)
     server: NodeServer | None = None
 
     def on_ready() -> None:
@@ -243,9 +265,29 @@ def _load_app(
     # A process group of its own: Ctrl-C in a terminal or a signal to the whole
     # group reaches only the main process, which drains the workers in order.
     os.setpgid(0, 0)
+    if _prepared is not None:
+        # Forked from the main process, which loaded this very configuration and
+        # imported and checked these handlers: no need to do it all again.
+        from .._http.app import create_app
+
+        settings, mounts = _prepared
+        set_node_id(node_id)
+        configure_logging(settings)
+        return create_app(settings, mounts, status=SharedStatus(Path(status_file)))
     from .._http.app import app_for_worker
 
     return app_for_worker(config_file, overrides, status_file, node_id)
+
+
+def _share_with_workers(settings: Settings) -> None:
+    """Import, before the workers fork, what this process and every worker load
+    anyway once they start (the database driver, prometheus_client): once for
+    all of them rather than once in each, on a machine that starts them at once."""
+    import prometheus_client  # noqa: F401  (this process's metrics use it too)
+
+    # Only a head start: where the engine is made, it reports what is wrong, if anything.
+    with contextlib.suppress(Exception):
+        settings.database_target.url.get_dialect().import_dbapi()
 
 
 def _die_with(main_pid: int) -> None:

@@ -12,12 +12,12 @@ the node runs is marked dead, so its gauges stop counting.
 
 Requests are counted in plain Python and written to the shared files in
 batches (`RequestMetrics`): a shared-file write per request costs more than a
-small request's routing does.
+small request's routing does, and even the counting happens in batches, off
+the request path (`runtime._http.ledger`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -233,23 +233,31 @@ def content_type() -> str:
 # --- requests -----------------------------------------------------------------------
 
 
+AnsweredRequest = tuple[float, str, str, int, float, "str | None", "str | None", bool]
+"""What the gateway notes of each request it answered, as a plain tuple (the
+cheapest thing to make per request): when it ended (``time.perf_counter``), the
+method, the path, the status, its seconds, its request id (None for a refusal
+while draining, which is counted but not access-logged), Litestar's route
+template (None when no handler matched), and whether the frontend answered it."""
+
+
 def route_label(
-    scope: Any,
+    template: str | None,
+    path: str,
     frontend: bool,
     status: int,
-    template_of: Callable[[Any], str | None] | None = None,
+    template_of: Callable[[str], str | None] | None = None,
 ) -> str:
     """The route a request is counted under: Litestar's matched route template,
     never the raw path, so that the number of series stays bounded.
 
-    A 405 (the path is routed, not for this method) has no matched template
-    in the scope: `template_of` finds the path's.
+    A 405 (the path is routed, not for this method) has no matched template:
+    `template_of` finds the path's.
     """
-    template = scope.get("path_template")
     if template is not None:
         return template
     if status == 405 and template_of is not None:
-        template = template_of(scope)
+        template = template_of(path)
         if template is not None:
             return template
     if frontend and status != 404:
@@ -258,62 +266,53 @@ def route_label(
 
 
 class RequestMetrics:
-    """A worker's request counts, kept in plain Python and written out in batches.
+    """A worker's request counts, summed in plain Python and written out in batches.
 
-    `finished` costs a couple of dictionary updates; every `flush_interval`
-    seconds while requests come, and before a scrape, the sums are added to the
-    shared files, a write per distinct series rather than per request.
+    Nothing here runs per request: the gateway notes each answered request as
+    an `AnsweredRequest`, and its ledger hands them over in batches (`add`) and
+    has them written to the shared files (`write`) every few milliseconds while
+    requests come, and before a scrape: a write per distinct series rather
+    than per request.
     """
 
-    def __init__(self, flush_interval: float = 0.05) -> None:
-        self.flush_interval = flush_interval
-        self.in_flight = 0
-        self._written_in_flight = 0
+    def __init__(self) -> None:
         self._counts: dict[tuple[str, str, int], int] = {}
         self._durations: dict[tuple[str, str], list[float]] = {}
         """Per (method, route): the sum of durations, then a count per bucket."""
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
-        self._scheduled = False
+        self._written_in_flight = 0
         self._bounds = [*DURATION_BUCKETS, float("inf")]
+        self._slots = len(self._bounds) + 1
 
-    def started(self) -> None:
-        self.in_flight += 1
-        if not self._scheduled:
-            self._schedule()
+    def add(
+        self,
+        answered: list[AnsweredRequest],
+        template_of: Callable[[str], str | None] | None = None,
+    ) -> None:
+        """Count a batch of answered requests."""
+        counts, durations, bounds = self._counts, self._durations, self._bounds
+        for _, method, path, status, seconds, _, template, frontend in answered:
+            if method not in _METHODS:  # any token is a valid method: bound the series
+                method = "OTHER"
+            route = route_label(template, path, frontend, status, template_of)
+            key = (method, route, status)
+            counts[key] = counts.get(key, 0) + 1
+            sums = durations.get((method, route))
+            if sums is None:
+                sums = durations[method, route] = [0.0] * self._slots
+            sums[0] += seconds
+            # Prometheus buckets are "less than or equal": bisect_left finds that one.
+            sums[bisect_left(bounds, seconds) + 1] += 1
 
-    def finished(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.in_flight -= 1
-        self.count(method, route, status, seconds)
-
-    def count(self, method: str, route: str, status: int, seconds: float) -> None:
-        """A request answered without having been `started` (refused while draining)."""
-        if method not in _METHODS:  # any token is a valid method: bound the series
-            method = "OTHER"
-        key = (method, route, status)
-        self._counts[key] = self._counts.get(key, 0) + 1
-        durations = self._durations.get(key[:2])
-        if durations is None:
-            durations = self._durations[key[:2]] = [0.0] * (len(self._bounds) + 1)
-        durations[0] += seconds
-        # Prometheus buckets are "less than or equal": bisect_left finds that one.
-        durations[bisect_left(self._bounds, seconds) + 1] += 1
-        if not self._scheduled:
-            self._schedule()
-
-    def _schedule(self) -> None:
-        self._scheduled = True
-        asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
-
-    def flush(self) -> None:
-        """Add what was counted since the last flush to the shared metrics."""
-        self._scheduled = False
+    def write(self, in_flight: int) -> None:
+        """Add what was counted since the last write to the shared metrics."""
         try:
-            self._write()
+            self._write(in_flight)
         except Exception as exc:  # metrics must never take a request or a worker down
             log.warning("could not write the request metrics: %s: %s", type(exc).__name__, exc)
 
-    def _write(self) -> None:
+    def _write(self, in_flight: int) -> None:
         metrics = current()
         counts, self._counts = self._counts, {}
         durations, self._durations = self._durations, {}
@@ -328,9 +327,9 @@ class RequestMetrics:
             if histogram is None:
                 histogram = self._histograms[key] = metrics.duration.labels(*key)
             _observe_many(histogram, sums[0], sums[1:])
-        if self.in_flight != self._written_in_flight:
-            metrics.in_flight.set(self.in_flight)
-            self._written_in_flight = self.in_flight
+        if in_flight != self._written_in_flight:
+            metrics.in_flight.set(in_flight)
+            self._written_in_flight = in_flight
 
 
 def _observe_many(histogram: Any, total: float, per_bucket: list[float]) -> None:

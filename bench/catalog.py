@@ -1,0 +1,25 @@
+"""Every scenario, by name and in the report's order."""
+
+from __future__ import annotations
+
+from .features import features
+from .harness import Scenario
+from .large import large
+from .memory import memory
+from .scaling import scaling
+from .scenarios import cold_start, contention, db_read, drain, executable, hello, jobs, static
+
+SCENARIOS = (
+    Scenario("hello", "1. JSON hello", hello),
+    Scenario("db", "2. DB read (PostgreSQL)", db_read),
+    Scenario("static", "3. Static files", static),
+    Scenario("cold-start", "4. Cold start", cold_start),
+    Scenario("drain", "5. Drain", drain),
+    Scenario("contention", "6. Migration lock contention", contention),
+    Scenario("jobs", "7. Background jobs (PostgreSQL)", jobs),
+    Scenario("executable", "8. One executable (forge build)", executable),
+    Scenario("memory", "9. Memory (one worker)", memory),
+    Scenario("scaling", "10. Scaling (2 workers against 1)", scaling),
+    Scenario("large", "11. Large bodies alongside hellos", large),
+    Scenario("features", "12. What each default feature costs", features),
+)
