@@ -164,14 +164,22 @@ def app_for_worker(
     overrides: dict[str, Any],
     status_file: str | None,
     node_id: str | None = None,
+    prepared: tuple[Settings, Sequence[Mount]] | None = None,
 ) -> Gateway:
-    """Build the app inside a Granian worker from the same inputs as the main process."""
-    settings = config.load(config_file, overrides=overrides)
+    """Build the app inside a Granian worker from the same inputs as the main process.
+
+    `prepared`: the settings and handler mounts of the main process the worker
+    was forked from, which loaded and checked them already: used as they are.
+    """
+    if prepared is None:
+        settings = config.load(config_file, overrides=overrides)
+        mounts: Sequence[Mount] = discover_app(settings).mounts
+    else:
+        settings, mounts = prepared
     set_node_id(node_id)
     configure_logging(settings)
-    found = discover_app(settings)
     status = SharedStatus(Path(status_file)) if status_file else None
-    return create_app(settings, found.mounts, status=status)
+    return create_app(settings, mounts, status=status)
 
 
 def _nothing() -> None:

@@ -25,7 +25,6 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from granian.constants import HTTPModes, Interfaces, Loops
@@ -35,7 +34,7 @@ from granian.server import MPServer
 
 from .._config import Settings
 from .._observe import metrics
-from .._observe.log import announce, configure_logging, granian_log_config, set_node_id
+from .._observe.log import announce, granian_log_config
 from .._status import DRAIN_SIGNAL, WAKE_SIGNAL, SharedStatus, cut_reports
 from .lifecycle import Node
 
@@ -265,18 +264,9 @@ def _load_app(
     # A process group of its own: Ctrl-C in a terminal or a signal to the whole
     # group reaches only the main process, which drains the workers in order.
     os.setpgid(0, 0)
-    if _prepared is not None:
-        # Forked from the main process, which loaded this very configuration and
-        # imported and checked these handlers: no need to do it all again.
-        from .._http.app import create_app
-
-        settings, mounts = _prepared
-        set_node_id(node_id)
-        configure_logging(settings)
-        return create_app(settings, mounts, status=SharedStatus(Path(status_file)))
     from .._http.app import app_for_worker
 
-    return app_for_worker(config_file, overrides, status_file, node_id)
+    return app_for_worker(config_file, overrides, status_file, node_id, prepared=_prepared)
 
 
 def _share_with_workers(settings: Settings) -> None:
