@@ -73,8 +73,8 @@ class Bench:
         demo = demo_config()
         self.greeting = str(demo.get("env", {}).get("GREETING", "Hello"))
         database = demo.get("database", {})
-        self.pool_size = int(database.get("pool_size", 5))
-        self.max_overflow = int(database.get("max_overflow", 5))
+        self.pool_size = int(database.get("pool_size", 10))
+        self.max_overflow = int(database.get("max_overflow", 0))
 
     # -- the stacks --------------------------------------------------------------------------
 

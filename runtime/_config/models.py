@@ -85,8 +85,9 @@ class ServerSection(Section):
 
 class DatabaseSection(Section):
     url: DatabaseUrl = "sqlite:///forge.db"
-    pool_size: int = Field(5, ge=1)
-    max_overflow: int = Field(5, ge=0)
+    pool_size: int = Field(10, ge=1)
+    max_overflow: int = Field(0, ge=0)
+    """Connections beyond ``pool_size`` under load, closed again on return (a reconnect each)."""
     pool_timeout: Duration = 10.0
     ready_timeout: Duration = 2.0
     """How long `/_api/ready` waits for ``SELECT 1`` before answering 503."""
