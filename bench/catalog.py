@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from .features import features
 from .harness import Scenario
+from .jobs import jobs
 from .large import large
 from .memory import memory
 from .scaling import scaling
-from .scenarios import cold_start, contention, db_read, drain, executable, hello, jobs, static
+from .scenarios import cold_start, contention, db_read, drain, executable, hello, static
 
 SCENARIOS = (
     Scenario("hello", "1. JSON hello", hello),

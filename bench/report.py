@@ -149,6 +149,100 @@ def scaling_case(workers: int) -> str:
 
 MEMORY_WORKER = "worker VmRSS after the requests"
 
+JOBS_THROUGHPUT = "no-op jobs/s, 1 node"
+JOBS_LATENCY = "enqueue to start, idle workers"
+JOBS_DEFAULTS = "forge (defaults: concurrency 10)"
+JOBS_TUNED = "forge (concurrency 100)"
+
+
+def _jobs_over_peer(forge: str, peer_prefix: str, peer_setting: str) -> Measure:
+    """Forge's jobs/s over that of the peer row whose stack starts and ends as given."""
+
+    def measure(rows: Sequence[Row]) -> float | None:
+        mine = _find(rows, "jobs", forge, JOBS_THROUGHPUT)
+        theirs = next(
+            (
+                row
+                for row in rows
+                if row.scenario == "jobs"
+                and row.case == JOBS_THROUGHPUT
+                and row.stack.startswith(peer_prefix)
+                and row.stack.endswith(f"({peer_setting})")
+            ),
+            None,
+        )
+        return ratio(mine and mine.rps, theirs and theirs.rps)
+
+    return measure
+
+
+def _latency(case: str, attribute: str) -> Measure:
+    def measure(rows: Sequence[Row]) -> float | None:
+        row = _find(rows, "jobs", "forge", case)
+        return getattr(row, attribute) if row else None
+
+    return measure
+
+
+def _depth_flat(case: str) -> Measure:
+    """Jobs/s out of the deepest backlog (`case`) over that out of the shallowest."""
+
+    def measure(rows: Sequence[Row]) -> float | None:
+        depths = [row for row in rows if row.scenario == "jobs" and row.case.startswith("depth")]
+        deep = next((row for row in depths if row.case == case), None)
+        return ratio(deep and deep.rps, depths[0].rps if depths else None)
+
+    return measure
+
+
+DEPTH_RETAINED = "depth: backlog 1,000,000, 1,000,000 finished rows retained"
+DEPTH_PRUNED = DEPTH_RETAINED + ", pruned meanwhile (retention 1h)"
+
+JOB_TARGETS = (
+    Target(
+        "Jobs, defaults: forge >= 1 x pgqueuer (batch_size 10)",
+        _jobs_over_peer(JOBS_DEFAULTS, "pgqueuer", "defaults (batch_size 10)"),
+        limit=1.0,
+        at_least=True,
+        unit="x",
+    ),
+    Target(
+        "Jobs, tuned: forge (concurrency 100) >= 1 x pgqueuer (batch_size 100)",
+        _jobs_over_peer(JOBS_TUNED, "pgqueuer", "batch_size 100"),
+        limit=1.0,
+        at_least=True,
+        unit="x",
+    ),
+    Target(
+        "Jobs: enqueue to start p50 <= 5 ms (idle workers, LISTEN/NOTIFY)",
+        _latency(JOBS_LATENCY, "p50_ms"),
+        limit=5,
+        at_least=False,
+        unit="ms",
+    ),
+    Target(
+        "Jobs: enqueue to start p99 <= 50 ms",
+        _latency(JOBS_LATENCY, "p99_ms"),
+        limit=50,
+        at_least=False,
+        unit="ms",
+    ),
+    Target(
+        "Jobs depth: 1 M queued + 1 M finished rows >= 0.8 x the jobs/s of a 10 k backlog",
+        _depth_flat(DEPTH_RETAINED),
+        limit=0.8,
+        at_least=True,
+        unit="x",
+    ),
+    Target(
+        "Jobs depth: pruning 1 M rows meanwhile >= 0.8 x the jobs/s of a 10 k backlog",
+        _depth_flat(DEPTH_PRUNED),
+        limit=0.8,
+        at_least=True,
+        unit="x",
+    ),
+)
+
 TARGETS = (
     Target(
         "JSON hello: forge >= 0.95 x litestar",
@@ -221,6 +315,7 @@ TARGETS = (
         at_least=True,
         unit="x",
     ),
+    *JOB_TARGETS,
 )
 
 

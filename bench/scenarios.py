@@ -1,6 +1,6 @@
-"""The first eight scenarios, each a function from a `Bench` to rows of the report.
+"""The first eight scenarios but the jobs, each a function from a `Bench` to rows of the report.
 
-The later ones live in modules of their own (`memory`, `scaling`, `large`);
+The others live in modules of their own (`jobs`, `memory`, `scaling`, `large`);
 `catalog` lists them all in the report's order.
 """
 
@@ -339,58 +339,6 @@ def contention(bench: Bench) -> list[Row]:
     for row in rows[1:]:
         row.notes += f"; {ratio(row.time_ms, single):.2f} x the 1-node time"
     return rows
-
-
-# -- 7. Background jobs -----------------------------------------------------------------------
-
-NOOP_JOB = '''
-"""A job that does nothing: the jobs scenario measures the queue itself."""
-
-from runtime import Ctx, job
-
-
-@job
-async def noop(ctx: Ctx, n: int) -> None:
-    return None
-'''
-
-
-def jobs(bench: Bench) -> list[Row]:
-    """Enqueue N no-op jobs in one statement, then time one node until all are done."""
-    total = 2_000 if bench.options.quick else 20_000
-    with bench.database() as url, bench.servers() as servers:
-        project = bench.project("jobs", {"DATABASE_URL": url})
-        (project.root / "handlers" / "bench_jobs.py").write_text(NOOP_JOB.lstrip())
-        server = bench.start(servers, "forge", project=project)
-        began = time.monotonic()
-        pg.fetchval(
-            url,
-            "WITH added AS (INSERT INTO forge_jobs "
-            "(name, queue, priority, args, status, attempt, run_at, created_at) "
-            "SELECT 'handlers.bench_jobs.noop', 'default', 0, json_build_object('n', g)::text, "
-            "'queued', 0, now(), now() FROM generate_series(1, $1::int) AS g RETURNING 1) "
-            "SELECT pg_notify('forge_jobs', 'default') FROM (SELECT count(*) FROM added) AS c",
-            total,
-        )
-        enqueued = time.monotonic() - began
-        deadline = time.monotonic() + 600
-        while (
-            pg.fetchval(url, "SELECT count(*) FROM forge_jobs WHERE status = 'succeeded'") < total
-        ):
-            if time.monotonic() > deadline:
-                raise server.fail(f"{total} no-op jobs not done within 10 minutes")
-            time.sleep(0.05)
-        took = time.monotonic() - began
-    say(f"  forge: {total:,} no-op jobs in {took:.1f} s, {total / took:,.0f} jobs/s")
-    return [
-        Row(
-            "jobs",
-            f"{total:,} no-op jobs, 1 node, [jobs] defaults",
-            "forge",
-            time_ms=took * 1000,
-            notes=f"{total / took:,.0f} jobs/s; enqueue (one INSERT) {enqueued * 1000:.0f} ms",
-        )
-    ]
 
 
 # -- 8. One executable ------------------------------------------------------------------------

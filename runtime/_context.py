@@ -8,7 +8,7 @@ async def hello(ctx: Ctx) -> dict[str, str]:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +174,20 @@ class Context:
         from ._jobs.queue import enqueue
 
         return await enqueue(self.db, task, delay=delay, idempotency_key=idempotency_key, **kwargs)
+
+    async def enqueue_many(
+        self,
+        task: JobTask,
+        arguments: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        delay: float | timedelta | None = None,
+    ) -> list[int]:
+        """Enqueue one job of `task` per mapping of keyword arguments, in one statement of
+        this context's transaction; their ids, in order."""
+        from ._jobs.queue import enqueue_many
+
+        return await enqueue_many(self.db, task, arguments, delay=delay)
 
     async def _finish(self, error: BaseException | None) -> None:
         session = self._session

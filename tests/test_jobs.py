@@ -9,6 +9,7 @@ every execution: ``(job_id, attempt, pid, started, finished)``.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import sqlite3
@@ -147,35 +148,58 @@ JOB_RUNS_SQL = """
 
 
 def configure(
-    project: Project, url: str, *, concurrency: int = 4, drain_timeout: str = "5s"
+    project: Project,
+    url: str,
+    *,
+    concurrency: int = 4,
+    drain_timeout: str = "5s",
+    jobs: dict[str, Any] | None = None,
+    heartbeat: str = "500ms",
 ) -> None:
     project.write("handlers/jobtest.py", JOB_HANDLERS)
     project.write("migrations/0003_job_runs.sql", JOB_RUNS_SQL)
     project.write(
         "forge.toml",
-        f"""
-        [app]
-        name = "jobs-app"
-
-        [server]
-        host = "127.0.0.1"
-
-        [database]
-        url = "{url}"
-        pool_size = 10
-
-        [shutdown]
-        drain_timeout = "{drain_timeout}"
-
-        [cluster]
-        heartbeat_interval = "500ms"
-        dead_after = "3s"
-
-        [jobs]
-        concurrency = {concurrency}
-        poll_interval = "200ms"
-        """,
+        forge_toml(
+            url,
+            jobs={"concurrency": concurrency, **(jobs or {})},
+            drain_timeout=drain_timeout,
+            heartbeat=heartbeat,
+        ),
     )
+
+
+def forge_toml(
+    url: str,
+    *,
+    jobs: dict[str, Any] | None = None,
+    drain_timeout: str = "5s",
+    heartbeat: str = "500ms",
+) -> str:
+    """The test apps' forge.toml: short heartbeats, quick polls, and `jobs` in ``[jobs]``."""
+    settings = {"concurrency": 4, "poll_interval": "200ms", **(jobs or {})}
+    lines = "\n".join(f"{key} = {json.dumps(value)}" for key, value in settings.items())
+    return f"""
+[app]
+name = "jobs-app"
+
+[server]
+host = "127.0.0.1"
+
+[database]
+url = "{url}"
+pool_size = 10
+
+[shutdown]
+drain_timeout = "{drain_timeout}"
+
+[cluster]
+heartbeat_interval = "{heartbeat}"
+dead_after = "3s"
+
+[jobs]
+{lines}
+"""
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -201,14 +225,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, node: Nod
         time.sleep(0.05)
 
 
-def start_worker(project: Project, *args: str) -> Node:
+def start_worker(project: Project, *args: str, env: dict[str, str] | None = None) -> Node:
     """A `forge jobs:work` node (no HTTP), cleaned up with the project's nodes."""
     log_file = project.root / f"worker-{free_port()}.log"
     with log_file.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "runtime", "jobs:work", *args],
             cwd=project.root,
-            env=project.environ(),
+            env={**project.environ(), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,

@@ -855,6 +855,7 @@ def test_revisions_applied_before_checksums_get_a_baseline(project: Project, db:
     ok(project.forge("migrate"))
     # The database as the previous runtime left it: no checksum table yet.
     db.execute("DROP TABLE forge_migration_checksums")
+    db.execute("DROP INDEX ix_forge_jobs_finished")
     db.execute("UPDATE forge_schema_version SET version_num = '0003_jobs'")
     index = project.root / "migrations/0002_index_notes_created_at.sql"
     index.write_text(index.read_text() + "-- edited before checksums were recorded\n")

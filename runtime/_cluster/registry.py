@@ -106,8 +106,8 @@ class Registry:
         self.node = node
         self.dead_after = dead_after
 
-    async def heartbeat(self, status: str, leads: list[str] | None = None) -> None:
-        """Refresh this node's row (re-creating it if a peer reaped it meanwhile)."""
+    async def heartbeat(self, status: str, leads: list[str] | None = None) -> bool:
+        """Refresh this node's row; False if it was gone (a peer reaped it) and is re-created."""
         led = ",".join(sorted(leads or []))
         async with self.engine.begin() as connection:
             result = await connection.execute(
@@ -130,6 +130,8 @@ class Registry:
                         leads=led,
                     )
                 )
+                return False
+            return True
 
     async def reap(self) -> list[str]:
         """Delete peers that missed their heartbeats for ``dead_after``; their ids."""

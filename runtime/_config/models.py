@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import math
 from contextvars import ContextVar
 from pathlib import Path
@@ -206,12 +208,26 @@ class SchedulerSection(Section):
 class JobsSection(Section):
     enabled: bool = True
     """Run job workers on this node (every node may; each job runs on one at a time)."""
-    concurrency: int = Field(4, ge=1, le=1000)
-    """Jobs this node runs at once."""
+    concurrency: int = Field(10, ge=1, le=1000)
+    """Jobs this node runs at once; free slots are claimed together, in one statement."""
     queues: list[str] = ["default"]
     """The queues this node's workers take jobs from."""
     poll_interval: Duration = 1.0
     """How often idle workers look for jobs without a notification (always, on SQLite)."""
+    retention: Duration = Field(7 * 86400.0, gt=0)
+    """How long succeeded and dead jobs are kept before they are pruned."""
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _split_queues(cls, value: Any) -> Any:
+        # From the environment the list is one string: FORGE_JOBS__QUEUES="default, mail"
+        # (or JSON: '["default", "mail"]').
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                with contextlib.suppress(ValueError):
+                    return json.loads(value)
+            return [entry for entry in value.replace(",", " ").split() if entry]
+        return value
 
 
 class LoggingSection(Section):

@@ -11,9 +11,9 @@ from pydantic import AfterValidator, BeforeValidator, ByteSize, Field
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
-_SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_EXAMPLES = 'a duration such as 30, "30s", "500ms" or "2m"'
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_EXAMPLES = 'a duration such as 30, "30s", "500ms", "2m" or "7d"'
 
 
 def parse_duration(value: object) -> object:

@@ -40,10 +40,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.expression import SelectBase
 from sqlalchemy.util import greenlet_spawn
 
+from .raw import driver_connection, wrap_error
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
-    from sqlalchemy.pool import PoolProxiedConnection
 
 Row = dict[str, Any]
 
@@ -227,22 +228,8 @@ async def fetch(
         if session.in_transaction():
             connection = await session.connection()
             return await _in_session(connection, compiled, sql, arguments, one)
-    try:
-        fairy = await greenlet_spawn(engine.raw_connection)
-    except Exception as error:
-        wrapped, cause, _ = _wrapped(error, engine.dialect, None, None, None)
-        if wrapped is error:  # the pool's own timeout, say: SQLAlchemy's already
-            raise
-        raise wrapped from cause
-    try:
-        result = await _run(fairy.driver_connection, compiled, sql, arguments, one)
-    except BaseException as error:
-        wrapped, cause = await _give_back_after(error, fairy, engine, sql, arguments)
-        if wrapped is error:
-            raise
-        raise wrapped from cause
-    await greenlet_spawn(fairy.close)
-    return result
+    async with driver_connection(engine, sql, arguments) as driver:
+        return await _run(driver, compiled, sql, arguments, one)
 
 
 async def _in_session(
@@ -252,7 +239,7 @@ async def _in_session(
     try:
         return await _run(raw.driver_connection, compiled, sql, arguments, one)
     except BaseException as error:
-        wrapped, cause, dead = _wrapped(
+        wrapped, cause, dead = wrap_error(
             error, compiled.dialect, sql, arguments, raw.dbapi_connection
         )
         if dead:
@@ -265,73 +252,6 @@ async def _in_session(
         if wrapped is error:
             raise
         raise wrapped from cause
-
-
-async def _give_back_after(
-    error: BaseException,
-    fairy: PoolProxiedConnection,
-    engine: Any,
-    sql: str,
-    arguments: list[Any],
-) -> tuple[BaseException, BaseException]:
-    """Return `fairy` to its pool after `error`, invalidated if it died; what to raise."""
-    dialect = engine.dialect
-    wrapped, cause, dead = _wrapped(error, dialect, sql, arguments, fairy.dbapi_connection)
-    if not dead:
-        await greenlet_spawn(fairy.close)
-    elif isinstance(cause, dialect.loaded_dbapi.Error):
-        # The server closed it: its peers are likely closed too (a restart), so
-        # the pool replaces them all, as after such an error of ctx.db.
-        await greenlet_spawn(engine.pool._invalidate, fairy, error)
-    else:
-        # Cancelled mid-statement, a socket error, a timeout: this connection's
-        # state is unknown, so it goes.
-        await greenlet_spawn(fairy.invalidate, error)
-    return wrapped, cause
-
-
-def _wrapped(
-    error: BaseException,
-    dialect: Dialect,
-    sql: str | None,
-    arguments: list[Any] | None,
-    adapter: Any,
-) -> tuple[BaseException, BaseException, bool]:
-    """SQLAlchemy's exception for the driver's `error`, its cause, and whether the
-    connection is dead.
-
-    The driver's error goes through the dialect adapter's translation (asyncpg's
-    errors become the DBAPI's kinds, with their SQLSTATE), then into
-    ``DBAPIError.instance``, as in ``Connection._handle_dbapi_exception``. A
-    socket error or timeout, which SQLAlchemy would let through as it is, is
-    wrapped too, so that it reaches the 503. Any other error (a result
-    processor's, say) is raised as it is, as SQLAlchemy raises it.
-    """
-    if not isinstance(error, Exception):  # cancelled, or the process exits
-        return error, error, True
-    if isinstance(error, sa_exc.SQLAlchemyError):
-        return error, error, False
-    base = dialect.loaded_dbapi.Error
-    translated: BaseException = error
-    if adapter is not None and not isinstance(error, base):
-        try:
-            adapter._handle_exception(error)
-        except Exception as raised:
-            translated = raised
-    if not isinstance(translated, (base, OSError)):
-        return error, error, False
-    dead = isinstance(translated, OSError) or dialect.is_disconnect(translated, adapter, None)
-    wrapped = sa_exc.DBAPIError.instance(
-        sql,
-        arguments,
-        translated,  # type: ignore[arg-type]
-        base,
-        connection_invalidated=dead,
-        dialect=dialect,
-    )
-    # Raised from `translated`: faults.is_unavailable follows the cause, and
-    # ``orig``, down to the driver's error and its SQLSTATE.
-    return wrapped, translated, dead
 
 
 async def _run(

@@ -17,8 +17,9 @@ to the queue, so a job must tolerate running again (``ctx.job.attempt``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -30,6 +31,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
+    delete,
+    insert,
     select,
     text,
     update,
@@ -102,23 +106,9 @@ async def enqueue(
 
     With an `idempotency_key` already used, the existing job's id, and nothing new.
     """
-    if not isinstance(task, JobTask):
-        raise JobError(f"cannot enqueue {task!r}: it is not declared with @job")
-    args = task.serialise(kwargs)
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
-    now = utcnow()
-    values = {
-        "name": task.name,
-        "queue": task.queue,
-        "priority": task.priority,
-        "args": args,
-        "status": QUEUED,
-        "attempt": 0,
-        "run_at": now + timedelta(seconds=seconds),
-        "idempotency_key": idempotency_key,
-        "created_at": now,
-    }
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    values = _row(task, kwargs, delay, utcnow())
+    values["idempotency_key"] = idempotency_key
+    dialect = _dialect(session)
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = insert(jobs).values(**values)
     if idempotency_key is not None:
@@ -133,6 +123,82 @@ async def enqueue(
     if dialect == "postgresql":
         await notify(session, task.queue)
     return int(job_id)
+
+
+async def enqueue_many(
+    session: AsyncSession | AsyncConnection,
+    task: JobTask,
+    arguments: Iterable[Mapping[str, Any]],
+    *,
+    delay: float | timedelta | None = None,
+) -> list[int]:
+    """Insert one job of `task` per mapping in `arguments`, in one statement; their ids, in order.
+
+    Every mapping is checked first, so a bad one inserts none.
+    """
+    now = utcnow()
+    rows = [_row(task, dict(kwargs), delay, now) for kwargs in arguments]
+    if not rows:
+        return []
+    if _dialect(session) == "postgresql":
+        # One statement whatever the count: the arguments go as one array
+        # (a VALUES list would run into the protocol's 32,767 parameters).
+        first = rows[0]
+        result = await session.execute(
+            _INSERT_MANY,
+            {
+                "name": first["name"],
+                "queue": first["queue"],
+                "priority": first["priority"],
+                "run_at": first["run_at"],
+                "now": now,
+                "args": [row["args"] for row in rows],
+            },
+        )
+        ids = sorted(int(job_id) for job_id in result.scalars())
+        await notify(session, task.queue)
+        return ids
+    # SQLite: SQLAlchemy's insertmanyvalues, in pages under its parameter limit.
+    result = await session.execute(
+        insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows
+    )
+    return [int(job_id) for job_id in result.scalars()]
+
+
+_INSERT_MANY = text(
+    f"""
+    INSERT INTO forge_jobs (name, queue, priority, args, status, attempt, run_at, created_at)
+    SELECT :name, :queue, :priority, given.args, '{QUEUED}', 0, :run_at, :now
+    FROM unnest(CAST(:args AS text[])) WITH ORDINALITY AS given(args, position)
+    ORDER BY given.position
+    RETURNING id
+    """
+).bindparams(
+    bindparam("run_at", type_=DateTime(timezone=True)),
+    bindparam("now", type_=DateTime(timezone=True)),
+)
+
+
+def _row(
+    task: JobTask, kwargs: dict[str, Any], delay: float | timedelta | None, now: datetime
+) -> dict[str, Any]:
+    if not isinstance(task, JobTask):
+        raise JobError(f"cannot enqueue {task!r}: it is not declared with @job")
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
+    return {
+        "name": task.name,
+        "queue": task.queue,
+        "priority": task.priority,
+        "args": task.serialise(kwargs),
+        "status": QUEUED,
+        "attempt": 0,
+        "run_at": now + timedelta(seconds=seconds) if seconds else now,
+        "created_at": now,
+    }
+
+
+def _dialect(session: AsyncSession | AsyncConnection) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
 
 
 async def notify(session: AsyncSession | AsyncConnection, queue: str) -> None:
@@ -161,4 +227,22 @@ async def requeue_orphans(connection: AsyncConnection) -> list[int]:
     return [row.id for row in rows]
 
 
-__all__ = ["JobInfo", "enqueue", "jobs", "requeue_orphans"]
+async def prune(connection: AsyncConnection, older_than: datetime, batch: int) -> int:
+    """Delete up to `batch` succeeded or dead jobs that finished before `older_than`.
+
+    Small batches, so that a prune never holds many row locks or one long
+    transaction beside the claims; the caller repeats while a batch comes back full.
+    """
+    finished = (
+        select(jobs.c.id)
+        .where(jobs.c.status.in_((SUCCEEDED, DEAD)), jobs.c.finished_at < older_than)
+        .order_by(jobs.c.finished_at)
+        .limit(batch)
+    )
+    if connection.dialect.name == "postgresql":
+        finished = finished.with_for_update(skip_locked=True)
+    result = await connection.execute(delete(jobs).where(jobs.c.id.in_(finished.scalar_subquery())))
+    return int(result.rowcount or 0)
+
+
+__all__ = ["JobInfo", "enqueue", "enqueue_many", "jobs", "prune", "requeue_orphans"]

@@ -21,6 +21,7 @@ from .._tasks.job_worker import JobWorkers
 from .._tasks.runner import TaskRunner
 
 if TYPE_CHECKING:
+    from .._cluster.lease import Lease
     from .._config import Settings
 
 log = logging.getLogger("forge.background")
@@ -36,6 +37,7 @@ class Background:
         crons: list[CronTask],
         daemons: list[DaemonTask],
         node_id: str,
+        lease: Lease,
         jobs: list[JobTask] | None = None,
         on_leadership_change: Callable[[], None] = lambda: None,
     ) -> None:
@@ -80,6 +82,7 @@ class Background:
                 concurrency=settings.jobs.concurrency,
                 poll_interval=settings.jobs.poll_interval,
                 context=runner.context,
+                lease=lease,
             )
             if jobs
             else None

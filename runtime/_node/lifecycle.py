@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .._cluster.lease import Lease, lease_duration
 from .._cluster.registry import NodeInfo, Registry
 from .._db import create_engine
 from .._errors import describe
@@ -59,6 +60,10 @@ class Node:
         self._crons = crons or []
         self._daemons = daemons or []
         self._jobs = jobs or [] if settings.jobs.enabled else []
+        cluster = settings.cluster
+        self.lease = Lease(lease_duration(cluster.heartbeat_interval, cluster.dead_after))
+        """Held while heartbeats land: the node's jobs run under it (`runtime._cluster.lease`)."""
+        self._registered = False
         self.info = NodeInfo.describe(settings)
         """Who this node is in ``forge_nodes``; known before workers start, for their logs."""
         set_node_id(self.info.id)
@@ -135,6 +140,7 @@ class Node:
                     daemons=self._daemons,
                     jobs=self._jobs,
                     node_id=self.registry.node.id,
+                    lease=self.lease,
                     on_leadership_change=self._leadership_changed,
                 )
                 watch_pool(self.background.engine, "background")
@@ -171,6 +177,7 @@ class Node:
                 pass
             await self._heartbeat_once()
             await self._reap()
+            await self._prune()
 
     async def _heartbeat_once(self, status: NodeStatus | None = None) -> None:
         # One registry write at a time, and none after deregistration: a late
@@ -180,10 +187,19 @@ class Node:
                 return
             status = self.status.get() if status is None else status
             leads = self.background.leads if self.background is not None else []
+            started = time.monotonic()
             try:
-                await self.registry.heartbeat(status.label, leads)
+                found = await self.registry.heartbeat(status.label, leads)
             except Exception as exc:
                 log.warning("node heartbeat failed: %s", describe(exc))
+                return
+            if self._registered and not found:
+                # Its peers took it for dead and requeued its jobs: they may be
+                # running elsewhere already, so this node's copies stop now.
+                log.error("this node was reaped by its peers (a heartbeat was late); rejoining")
+                self.lease.lose("this node was reaped by its peers")
+            self._registered = True
+            self.lease.renew(started)
 
     async def _reap(self) -> None:
         from .._jobs.queue import requeue_orphans
@@ -208,6 +224,24 @@ class Node:
                 log.warning("requeued %d job(s) of dead nodes", len(requeued))
         except Exception as exc:
             log.warning("requeueing the jobs of dead nodes failed: %s", describe(exc))
+
+    async def _prune(self) -> None:
+        from .._jobs.retention import prune_finished
+
+        assert self.registry is not None
+        if not self._jobs:
+            return
+        try:
+            pruned = await prune_finished(
+                self.registry.engine,
+                self.settings.jobs.retention,
+                budget=self.settings.cluster.heartbeat_interval / 2,
+            )
+        except Exception as exc:
+            log.warning("pruning finished jobs failed: %s", describe(exc))
+            return
+        if pruned:
+            log.info("pruned %d finished job(s) older than the retention", pruned)
 
     def _leadership_changed(self) -> None:
         # `forge nodes` shows who leads what: write it now, not at the next beat.

@@ -1,17 +1,25 @@
-"""The job workers of one node: claim queued jobs, run them, record the outcome.
+"""The job workers of one node: claim queued jobs in batches, run them, record the outcomes.
 
-Claiming is one statement: an ``UPDATE ... WHERE id IN (SELECT ... LIMIT n)
-RETURNING``. On PostgreSQL the inner select is ``FOR UPDATE SKIP LOCKED``, so
-any number of nodes claim side by side without waiting for or colliding with
-one another; on SQLite the statement holds the database's single write lock,
-which is as good on one node. Workers wake on ``NOTIFY forge_jobs`` (a
-connection of their own LISTENs) and poll every ``[jobs].poll_interval``
-anyway, for delayed jobs and lost notifications.
+One loop claims: each turn records the successes gathered since the last turn
+and claims as many due jobs as there are free slots, in one statement
+(`Claims.exchange`), and starts them. So a busy node spends one round trip
+per batch, not per job, and an idle one answers a notification (``NOTIFY
+forge_jobs``, on a connection of its own that LISTENs) with one claim. It also
+polls every ``[jobs].poll_interval``, for delayed jobs and lost notifications.
+While jobs are quicker than a claim's round trip, the node claims a lookahead
+too, which starts as slots free up (`JobWorkers._wanted`).
 
 Every write about a running job is fenced by ``(id, node, attempt, status)``:
 a node whose job was taken away from it (its peers reaped it) cannot record an
-outcome, and a success is recorded in the job's own transaction, so such a
-run's database writes are rolled back.
+outcome. A job that used ``ctx.db`` records its success in its own
+transaction, so that its writes and its success commit together or not at
+all; a job that did not is recorded in the next batch (delivery is at least
+once: a node that dies before then runs it again elsewhere).
+
+A job runs under the node's lease (`runtime._cluster.lease`): when the node
+cannot heartbeat for long enough that its peers might reap it, or finds that
+they did, its running jobs are stopped before they could run anywhere else,
+and are given back to the queue once the node can reach the database again.
 """
 
 from __future__ import annotations
@@ -21,37 +29,32 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._cluster.lease import Lease, LeaseLost, leased
 from .._context import Context
 from .._db.times import utcnow
 from .._errors import describe
-from .._jobs.queue import CHANNEL, DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, jobs, notify
+from .._jobs.claims import Claimed, claims_for
+from .._jobs.listener import listen
+from .._jobs.queue import DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, jobs, notify
 from .._observe.metrics import count_job
 from .._project.declarations import JobTask
 from .._redact import scrub
 
 log = logging.getLogger("forge.jobs")
 
+_SMOOTHING = 0.1
+"""Weight of the latest sample in the moving averages of run and claim times."""
 
-@dataclass(frozen=True)
-class Claimed:
-    """A job this node claimed: its row as the claim left it."""
-
-    id: int
-    name: str
-    queue: str
-    args: str
-    attempt: int
-
-    def describe(self) -> str:
-        return f"{self.name}#{self.id} (attempt {self.attempt})"
+_ABORT_TIMEOUT = 5.0
+"""How long rolling back a stopped job's session may take: its database may be gone."""
 
 
 class JobWorkers:
@@ -68,6 +71,7 @@ class JobWorkers:
         concurrency: int,
         poll_interval: float,
         context: Callable[[str], Context],
+        lease: Lease,
     ) -> None:
         self.tasks = {task.name: task for task in tasks}
         self.engine = engine
@@ -77,40 +81,115 @@ class JobWorkers:
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.context = context
+        self.lease = lease
+        self.claims = claims_for(engine, node_id, queues)
         self.running: dict[asyncio.Task[None], Claimed] = {}
+        self.waiting: deque[tuple[Claimed, int]] = deque()
+        """Claimed under a lease epoch, waiting for a free slot (the lookahead)."""
+        self._run_time = float("inf")  # no lookahead before a job has been seen to be quick
+        self._turn_time = 0.0
+        """Moving averages of a job's run and of a claim's round trip, in seconds."""
         self.claiming = True
+        self._succeeded: list[tuple[Claimed, str | None]] = []
+        self._recording = True
+        """Whether the last turn's statement went through (else: wait before the next)."""
+        self._stopped: list[Claimed] = []
+        """Jobs stopped when the lease was lost: released once the database answers again."""
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._dialect = engine.dialect.name
+        self._debug = log.isEnabledFor(logging.DEBUG)
 
     # --- claiming ------------------------------------------------------------------
 
     async def serve(self) -> None:
         """Claim and start jobs until `stop_claiming`."""
         if self.listen_engine is not None:
-            self._listener = asyncio.create_task(self._listen(self.listen_engine))
+            self._listener = asyncio.create_task(
+                listen(self.listen_engine, self.queues, self._wake)
+            )
+        self._watchdog = asyncio.create_task(self._watch_lease())
         while self.claiming:
             self._wake.clear()
-            free = self.concurrency - len(self.running)
-            claimed: list[Claimed] = []
-            if free > 0:
-                try:
-                    claimed = await self._claim(free)
-                except Exception as exc:
-                    log.warning("claiming jobs failed: %s", _describe(exc))
+            if self._stopped and self.lease.held:
+                await self._release_stopped()
+            wanted = self._wanted() if self.lease.held else 0
+            began = time.monotonic()
+            claimed = await self._exchange(wanted)
+            self._turn_time += (time.monotonic() - began - self._turn_time) * _SMOOTHING
             if not self.claiming:  # stopped while claiming: give them back at once
                 for row in claimed:
                     await self._release(row)
                 break
-            for row in claimed:
-                run = asyncio.create_task(self._run(row))
-                self.running[run] = row
-                run.add_done_callback(self._done)
-            if free > 0 and len(claimed) == free:
+            epoch = self.lease.epoch
+            self.waiting.extend((row, epoch) for row in claimed)
+            self._start_waiting()
+            if claimed and len(claimed) == wanted:
                 continue  # maybe more are waiting
+            if self._succeeded and self._recording:
+                continue  # finished meanwhile: record them (and fill their slots) now
             # Nothing more to take: wait for a notification, a free slot or the poll.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        await self._exchange(0)
+        await self._release_waiting()
+
+    def _wanted(self) -> int:
+        """How many jobs to claim this turn: the free slots, and a lookahead for quick jobs.
+
+        While jobs take less time than a claim's round trip, a slot would sit
+        idle waiting for its next job; so the node claims up to `concurrency`
+        more, which start as slots free up, without a round trip each. Longer
+        jobs get no lookahead, so that no job waits behind them on a busy node
+        while another node is idle. A claim is made once at least half the
+        lookahead is used up, or at once when a slot is free with nothing waiting.
+        """
+        lookahead = self.concurrency if self._run_time < self._turn_time else 0
+        wanted = self.concurrency + lookahead - len(self.running) - len(self.waiting)
+        if self.waiting and len(self.waiting) > lookahead // 2:
+            return 0
+        return max(wanted, 0)
+
+    def _start_waiting(self) -> None:
+        while self.waiting and len(self.running) < self.concurrency:
+            row, epoch = self.waiting.popleft()
+            if not self.lease.holds(epoch):
+                self._stopped.append(row)
+                continue
+            run = asyncio.create_task(self._run(row, epoch))
+            self.running[run] = row
+            run.add_done_callback(self._done)
+
+    async def _release_waiting(self) -> None:
+        waiting, self.waiting = self.waiting, deque()
+        for row, _ in waiting:
+            await self._release(row)
+
+    async def _exchange(self, free: int) -> list[Claimed]:
+        """Record the successes gathered so far and claim up to `free` jobs: one statement."""
+        if free <= 0 and not self._succeeded:
+            return []
+        done, self._succeeded = self._succeeded, []
+        try:
+            claimed, recorded = await self.claims.exchange(
+                [(row.id, row.attempt, result) for row, result in done], free, utcnow()
+            )
+        except Exception as exc:
+            # Tried again next turn; if this node dies meanwhile, its peers
+            # requeue them and they run again (at least once).
+            self._succeeded[:0] = done
+            self._recording = False
+            log.warning("claiming jobs failed: %s", _describe(exc))
+            return []
+        self._recording = True
+        for row, _ in done:
+            if row.id in recorded:
+                count_job(row.name, "succeeded")
+            else:
+                count_job(row.name, "taken_away")
+                log.warning("job %s was requeued meanwhile: success not recorded", row.describe())
+        return claimed
 
     def stop_claiming(self) -> None:
         self.claiming = False
@@ -118,57 +197,40 @@ class JobWorkers:
 
     def _done(self, run: asyncio.Task[None]) -> None:
         self.running.pop(run, None)
+        if self.claiming:
+            self._start_waiting()
         self._wake.set()
 
-    async def _claim(self, limit: int) -> list[Claimed]:
-        now = utcnow()
-        candidates = (
-            select(jobs.c.id)
-            .where(jobs.c.status == QUEUED, jobs.c.queue.in_(self.queues), jobs.c.run_at <= now)
-            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        async with self.engine.begin() as connection:
-            result = await connection.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(candidates.scalar_subquery()))
-                .values(
-                    status=RUNNING,
-                    node_id=self.node_id,
-                    attempt=jobs.c.attempt + 1,
-                    started_at=now,
-                    finished_at=None,
-                )
-                .returning(jobs.c.id, jobs.c.name, jobs.c.queue, jobs.c.args, jobs.c.attempt)
-            )
-            return [Claimed(*row) for row in result]
+    # --- the lease -------------------------------------------------------------------
 
-    async def _listen(self, engine: AsyncEngine) -> None:
-        """LISTEN on a connection of its own; reconnect after losing it."""
-        while self.claiming:
-            try:
-                async with engine.connect() as connection:
-                    raw = (await connection.get_raw_connection()).driver_connection
-                    assert raw is not None
-                    await raw.add_listener(CHANNEL, self._notified)
-                    while self.claiming:
-                        await asyncio.sleep(max(self.poll_interval, 1) * 5)
-                        await raw.execute("SELECT 1")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("listening for jobs failed (polling meanwhile): %s", _describe(exc))
-                await asyncio.sleep(max(self.poll_interval, 1))
+    async def _watch_lease(self) -> None:
+        """Stop every running job as soon as the lease is gone, wherever it is awaiting."""
+        epoch = self.lease.epoch
+        while True:
+            remaining = self.lease.remaining()
+            if self.lease.epoch == epoch and self.running and remaining <= 0:
+                self.lease.lose("no heartbeat landed for too long")
+            if self.lease.epoch != epoch:  # lost: by the clock above, or reaped
+                epoch = self.lease.epoch
+                self._stop_running(self.lease.reason)
+            await asyncio.sleep(min(max(remaining, 0.05), 0.5))
 
-    def _notified(self, *args: Any) -> None:
-        payload = args[-1] if args else None
-        if payload is None or payload in self.queues:
-            self._wake.set()
+    def _stop_running(self, reason: str) -> None:
+        runs = [run for run in self.running if not run.cancelling()]
+        if not runs:
+            return
+        log.error("stopping %d running job(s): %s; they go back to the queue", len(runs), reason)
+        for run in runs:
+            run.cancel(reason)
+
+    async def _release_stopped(self) -> None:
+        stopped, self._stopped = self._stopped, []
+        for row in stopped:
+            await self._release(row)
 
     # --- running ------------------------------------------------------------------
 
-    async def _run(self, row: Claimed) -> None:
+    async def _run(self, row: Claimed, epoch: int) -> None:
         task = self.tasks.get(row.name)
         if task is None:
             await self._record(row, DEAD, f"no job named {row.name!r} on node {self.node_id}")
@@ -179,28 +241,38 @@ class JobWorkers:
         started = time.monotonic()
         try:
             arguments = json.loads(row.args)
-            if task.timeout:
-                result = await asyncio.wait_for(task.fn(ctx, **arguments), task.timeout)
+            work = leased(task.fn(ctx, **arguments), self.lease, epoch)
+            result = await (asyncio.wait_for(work, task.timeout) if task.timeout else work)
+            if ctx._session is None:
+                self._succeeded.append((row, _result(result)))
             else:
-                result = await task.fn(ctx, **arguments)
-            # Success is recorded in the job's own transaction: both or neither.
-            recorded = await ctx.db.execute(
-                self._fenced(row).values(
-                    status=SUCCEEDED, finished_at=utcnow(), error=None, result=_result(result)
+                # Its writes and its success commit together, or neither does.
+                recorded = await ctx.db.execute(
+                    self._fenced(row).values(
+                        status=SUCCEEDED, finished_at=utcnow(), error=None, result=_result(result)
+                    )
                 )
-            )
-            if recorded.rowcount != 1:
-                raise _TakenAway
-            await ctx._finish(None)
+                if recorded.rowcount != 1:
+                    raise _TakenAway
+                await ctx._finish(None)
+                count_job(row.name, "succeeded")
         except _TakenAway:
             await ctx._finish(_TakenAway())
             count_job(row.name, "taken_away")
             log.warning("job %s was requeued meanwhile; its writes are rolled back", row.describe())
-        except asyncio.CancelledError:  # cut at the drain bound
-            await asyncio.shield(self._abort(ctx))
-            await asyncio.shield(self._release(row))
-            count_job(row.name, "released")
-            log.warning("job %s cut at the drain bound: back in the queue", row.describe())
+        except asyncio.CancelledError as cancelled:
+            if isinstance(cancelled, LeaseLost) or not self.lease.holds(epoch):
+                # Not a word to the database now: it may be out of reach, and the
+                # job may already be someone else's. Released when the lease is back.
+                self._stopped.append(row)
+                count_job(row.name, "stopped")
+                log.warning("job %s stopped: %s", row.describe(), self.lease.reason)
+                await asyncio.shield(self._abort(ctx))
+            else:  # cut at the drain bound
+                await asyncio.shield(self._abort(ctx))
+                await asyncio.shield(self._release(row))
+                count_job(row.name, "released")
+                log.warning("job %s cut at the drain bound: back in the queue", row.describe())
         except Exception as exc:
             await asyncio.shield(self._abort(ctx))
             if isinstance(exc, TimeoutError) and task.timeout:
@@ -209,14 +281,22 @@ class JobWorkers:
                 error = f"{type(exc).__name__}: {exc}"
             await asyncio.shield(self._failed(row, task, error))
         else:
-            count_job(row.name, "succeeded")
-            log.debug(
-                "job %s succeeded in %.0f ms", row.describe(), (time.monotonic() - started) * 1000
-            )
+            if self._debug:
+                log.debug(
+                    "job %s succeeded in %.0f ms",
+                    row.describe(),
+                    (time.monotonic() - started) * 1000,
+                )
+        finally:
+            took = time.monotonic() - started
+            if self._run_time == float("inf"):
+                self._run_time = took
+            else:
+                self._run_time += (took - self._run_time) * _SMOOTHING
 
     async def _abort(self, ctx: Context) -> None:
         try:
-            await ctx._finish(RuntimeError("job failed"))
+            await asyncio.wait_for(ctx._finish(RuntimeError("job failed")), _ABORT_TIMEOUT)
         except Exception as exc:
             log.warning("rolling back a job's session failed: %s", _describe(exc))
 
@@ -225,7 +305,7 @@ class JobWorkers:
             delay = task.retry_delay(row.attempt)
             count_job(row.name, "failed")
             log.warning("job %s failed, retrying in %gs: %s", row.describe(), delay, error)
-            await self._record(row, QUEUED, error, run_at=utcnow() + timedelta(seconds=delay))
+            await self._record(row, QUEUED, error, run_at_delay=delay)
             asyncio.get_running_loop().call_later(delay, self._wake.set)
         else:
             count_job(row.name, "dead")
@@ -245,16 +325,17 @@ class JobWorkers:
                         started_at=None,
                     )
                 )
-                await self._notify(connection, row.queue)
+                if self._dialect == "postgresql":
+                    await notify(connection, row.queue)
         except Exception as exc:
             log.warning("could not release job %s: %s", row.describe(), _describe(exc))
 
     async def _record(
-        self, row: Claimed, status: str, error: str, run_at: datetime | None = None
+        self, row: Claimed, status: str, error: str, run_at_delay: float = 0.0
     ) -> None:
         values: dict[str, Any] = {"status": status, "error": error[:4000]}
         if status == QUEUED:
-            values.update(node_id=None, run_at=run_at or utcnow())
+            values.update(node_id=None, run_at=utcnow() + timedelta(seconds=run_at_delay))
         else:
             values.update(finished_at=utcnow())
         try:
@@ -273,10 +354,6 @@ class JobWorkers:
             jobs.c.attempt == row.attempt,
         )
 
-    async def _notify(self, connection: AsyncConnection, queue: str) -> None:
-        if self._dialect == "postgresql":
-            await notify(connection, queue)
-
     # --- draining ----------------------------------------------------------------
 
     async def drain(self, timeout: float) -> list[str]:
@@ -292,9 +369,13 @@ class JobWorkers:
             run.cancel()
         if self.running:
             await asyncio.wait(list(self.running), timeout=5)
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        await self._exchange(0)
+        if self._stopped and self.lease.held:
+            await self._release_stopped()
+        for helper in (self._listener, self._watchdog):
+            if helper is not None:
+                helper.cancel()
+                await asyncio.gather(helper, return_exceptions=True)
         return cut
 
 
