@@ -18,6 +18,7 @@ from . import pg
 from .catalog import SCENARIOS
 from .harness import Bench, Options, Scenario, say
 from .load import CONNECTIONS, THREADS, wrk_path, wrk_version
+from .peers import server_settings
 from .project import REPO
 from .report import Row, describe_machine, render
 from .servers import HOST
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     postgres = "not reachable"
     if pg.reachable():
-        postgres = f"{pg.server_version()} at {pg.ADMIN_URL.rsplit('@', 1)[-1]}"
+        durability = ", ".join(f"{k} {v}" for k, v in server_settings(pg.ADMIN_URL).items())
+        postgres = f"{pg.server_version()} at {pg.ADMIN_URL.rsplit('@', 1)[-1]} ({durability})"
     machine = describe_machine({"wrk": wrk_version(), "PostgreSQL": postgres})
     started_at = datetime.now(UTC)
     started = time.monotonic()

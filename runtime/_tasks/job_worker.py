@@ -115,9 +115,7 @@ class JobWorkers:
             if self._stopped and self.lease.held:
                 await self._release_stopped()
             wanted = self._wanted() if self.lease.held else 0
-            began = time.monotonic()
             claimed = await self._exchange(wanted)
-            self._turn_time += (time.monotonic() - began - self._turn_time) * _SMOOTHING
             if not self.claiming:  # stopped while claiming: give them back at once
                 for row in claimed:
                     await self._release(row)
@@ -171,10 +169,12 @@ class JobWorkers:
         if free <= 0 and not self._succeeded:
             return []
         done, self._succeeded = self._succeeded, []
+        began = time.monotonic()
         try:
             claimed, recorded = await self.claims.exchange(
                 [(row.id, row.attempt, result) for row, result in done], free, utcnow()
             )
+            self._turn_time += (time.monotonic() - began - self._turn_time) * _SMOOTHING
         except Exception as exc:
             # Tried again next turn; if this node dies meanwhile, its peers
             # requeue them and they run again (at least once).
