@@ -330,15 +330,4 @@ _PRUNABLE = "status IN ('succeeded', 'dead') AND finished_at < now() - interval 
 
 
 def _explain(url: str) -> list[str]:
-    async def run() -> list[str]:
-        import asyncpg
-
-        connection = await asyncpg.connect(url)
-        try:
-            return [record[0].strip() for record in await connection.fetch(CLAIM_PLAN)]
-        finally:
-            await connection.close()
-
-    import asyncio
-
-    return asyncio.run(run())
+    return [line.strip() for line in pg.fetchcol(url, CLAIM_PLAN)]

@@ -43,6 +43,19 @@ def fetchval(url: str, sql: str, *args: Any) -> Any:
     return asyncio.run(run())
 
 
+def fetchcol(url: str, sql: str, *args: Any) -> list[Any]:
+    """The first value of every row of `sql` on the database at `url`."""
+
+    async def run() -> list[Any]:
+        connection = await asyncpg.connect(url)
+        try:
+            return [record[0] for record in await connection.fetch(sql, *args)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
 def server_version(admin_url: str = ADMIN_URL) -> str:
     return str(fetchval(admin_url, "SHOW server_version"))
 

@@ -15,11 +15,12 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._db.locks import MIGRATION_LOCK_KEY
 from .._db.times import utcnow
 from .queue import prune
 
-PRUNE_LOCK_KEY = 0x464F524745 + 1
-"""One past the migration lock's key ("FORGE"): held for one batch at a time."""
+PRUNE_LOCK_KEY = MIGRATION_LOCK_KEY + 1
+"""One past the migration lock's key: held for one batch at a time."""
 
 BATCH = 1000
 

@@ -169,12 +169,18 @@ class Node:
     async def _beat_until_stopped(self) -> None:
         assert self._stop is not None
         interval = self.settings.cluster.heartbeat_interval
+        beat = time.monotonic()
         while not self._stop.is_set():
+            # Beats keep their cadence whatever reaping and pruning took: the
+            # lease the jobs run under is counted from the last beat that landed.
             try:
-                await asyncio.wait_for(self._stop.wait(), interval)
+                await asyncio.wait_for(
+                    self._stop.wait(), max(beat + interval - time.monotonic(), 0)
+                )
                 break
             except TimeoutError:
                 pass
+            beat = time.monotonic()
             await self._heartbeat_once()
             await self._reap()
             await self._prune()
