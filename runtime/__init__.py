@@ -25,6 +25,15 @@ if TYPE_CHECKING:
     from ._http.errors import ErrorBody
     from ._jobs.queue import JobInfo
     from ._project.declarations import JobError, cron, daemon, job
+    from ._project.workflows import (
+        StepFailed,
+        WaitTimeout,
+        WorkflowError,
+        WorkflowFailed,
+        step,
+        workflow,
+    )
+    from ._workflows.records import WorkflowInfo
 
 __all__ = [
     "Context",
@@ -34,10 +43,17 @@ __all__ = [
     "JobError",
     "JobInfo",
     "MissingEnvError",
+    "StepFailed",
+    "WaitTimeout",
+    "WorkflowError",
+    "WorkflowFailed",
+    "WorkflowInfo",
     "__version__",
     "cron",
     "daemon",
     "job",
+    "step",
+    "workflow",
 ]
 
 _HOMES = {
@@ -51,6 +67,13 @@ _HOMES = {
     "daemon": "._project.declarations",
     "job": "._project.declarations",
     "JobInfo": "._jobs.queue",
+    "StepFailed": "._project.workflows",
+    "WaitTimeout": "._project.workflows",
+    "WorkflowError": "._project.workflows",
+    "WorkflowFailed": "._project.workflows",
+    "step": "._project.workflows",
+    "workflow": "._project.workflows",
+    "WorkflowInfo": "._workflows.records",
 }
 
 

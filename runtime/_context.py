@@ -8,8 +8,8 @@ async def hello(ctx: Ctx) -> dict[str, str]:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from litestar.di import NamedDependency
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ._db import fast_reads
 from ._errors import ForgeError
+from ._project.workflows import WorkflowError
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from ._config import Settings
     from ._jobs.queue import JobInfo
     from ._project.declarations import JobTask
+    from ._project.workflows import WorkflowTask
+    from ._workflows.records import WorkflowInfo
 
 _MISSING: Any = object()
 
@@ -90,10 +93,13 @@ class Context:
         "_scope",
         "_session",
         "_sessionmaker",
+        "_workflow",
         "config",
         "env",
         "job",
         "request_id",
+        "step_key",
+        "workflow",
     )
 
     def __init__(
@@ -115,6 +121,12 @@ class Context:
         self._log: RequestLogger | None = None
         self.job: JobInfo | None = None
         """Inside a background job: its id and attempt; None elsewhere."""
+        self.workflow: WorkflowInfo | None = None
+        """Inside a workflow and its steps: the run's id, workflow and version; None elsewhere."""
+        self.step_key: str | None = None
+        """Inside a step: a key unique to it and the same on every attempt, for the
+        idempotency key of a call to another service; None elsewhere."""
+        self._workflow: Any = None
 
     @property
     def request(self) -> Request[Any, Any, Any] | None:
@@ -129,6 +141,12 @@ class Context:
     def db(self) -> AsyncSession:
         """This request's session; opened on first use, committed when the handler returns."""
         if self._session is None:
+            if self._workflow is not None:
+                raise WorkflowError(
+                    f"workflow {self._workflow.run.name!r}: ctx.db is not available in a "
+                    "workflow's own code, which runs again on every resume",
+                    hint="do database work in a step: await ctx.step(fn, ...) with fn using ctx.db",
+                )
             if self._sessionmaker is None:
                 raise RuntimeError("no database is configured for this context")
             self._session = self._sessionmaker()
@@ -188,6 +206,68 @@ class Context:
         from ._jobs.queue import enqueue_many
 
         return await enqueue_many(self.db, task, arguments, delay=delay)
+
+    # --- workflows ---------------------------------------------------------------
+
+    async def start_workflow(
+        self, workflow: WorkflowTask, /, *, id: str | None = None, **kwargs: Any
+    ) -> str:
+        """Start a run of `workflow` in this context's transaction; the run's id.
+
+        With an `id` a run already has, that run's id, and nothing new. In a
+        workflow's code the run is its child, started once.
+        """
+        if self._workflow is not None:
+            return await self._workflow.start(workflow, id, kwargs)
+        from ._workflows import control
+
+        return await control.start(self.db, workflow, kwargs, run_id=id)
+
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send the signal `name` with a JSON `payload` to the run `run_id`, in this
+        context's transaction; it wakes the run if it waits for it (``ctx.wait_for``)."""
+        if self._workflow is not None:
+            return await self._workflow.signal(run_id, name, payload)
+        from ._workflows import control
+
+        await control.signal(self.db, run_id, name, payload)
+
+    async def step(self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> Any:
+        """In a workflow: ``fn(ctx, *args, **kwargs)`` once, its result recorded (JSON).
+
+        Once recorded, the step never runs again: the run gets the recorded
+        result when it resumes. Its writes through its own ``ctx.db`` commit with
+        its record. A failed step raises `StepFailed` once its retries are spent.
+        """
+        return await self._replay("step").step(fn, args, kwargs)
+
+    async def sleep(self, duration: float | str | timedelta) -> None:
+        """In a workflow: resume after `duration` (seconds, or ``"3d"``), no process waiting."""
+        await self._replay("sleep").sleep(duration)
+
+    async def sleep_until(self, moment: datetime) -> None:
+        """In a workflow: resume at `moment` (an aware datetime), with no process waiting."""
+        await self._replay("sleep_until").sleep_until(moment)
+
+    async def wait_for(self, name: str, *, timeout: float | str | timedelta | None = None) -> Any:
+        """In a workflow: the payload of the signal `name` (``ctx.signal``); `WaitTimeout`
+        if none came within `timeout`."""
+        return await self._replay("wait_for").wait_for(name, timeout)
+
+    async def wait_for_workflow(
+        self, run_id: str, *, timeout: float | str | timedelta | None = None
+    ) -> Any:
+        """In a workflow: the result of its child run `run_id` once it ended; `WorkflowFailed`
+        if it failed or was cancelled."""
+        return await self._replay("wait_for_workflow").wait_for_workflow(run_id, timeout)
+
+    def _replay(self, method: str) -> Any:
+        if self._workflow is None:
+            raise WorkflowError(
+                f"ctx.{method} is only available in a workflow's own code",
+                hint="declare the function with @workflow and start it with ctx.start_workflow",
+            )
+        return self._workflow
 
     async def _finish(self, error: BaseException | None) -> None:
         session = self._session

@@ -249,6 +249,14 @@ def pg_url() -> Iterator[str]:
         _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> str:
+    """The database URL of the test app: SQLite in the project, or a fresh PostgreSQL one."""
+    if request.param == "sqlite":
+        return "sqlite:///app.db"
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture(scope="session")
 def demo_build() -> Path:
     """frontend/build, rebuilt with npm if it is missing or older than its sources."""

@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"_db", "_frontend", "_observe", "_project"},
     {"_cluster"},
     {"_jobs"},
+    {"_workflows"},
     {"_context"},
     {"_http", "_tasks"},
     {"_node"},

@@ -202,13 +202,6 @@ dead_after = "3s"
 """
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return SQLITE_URL
-    return request.getfixturevalue("pg_url")
-
-
 def job_row(project: Project, url: str, job_id: int) -> dict[str, Any]:
     columns = ("status", "attempt", "node_id", "error", "result")
     rows = query(project, url, f"SELECT {', '.join(columns)} FROM forge_jobs WHERE id = {job_id}")

@@ -16,7 +16,6 @@ import pytest
 from conftest import Node, Project, query
 from test_jobs import (
     configure,
-    database,  # noqa: F401  (the sqlite / postgres parametrization)
     forge_toml,
     job_row,
     wait_for,
@@ -162,7 +161,7 @@ def ran(project: Project, url: str) -> list[int]:
 # --- priorities --------------------------------------------------------------------
 
 
-def test_higher_priority_first_then_enqueue_order(project: Project, database: str) -> None:  # noqa: F811
+def test_higher_priority_first_then_enqueue_order(project: Project, database: str) -> None:
     """With one slot, queued jobs run highest `priority=` first, ties in enqueue order."""
     setup_project(project, database, jobs={"concurrency": 1})
     api = project.start(env={"FORGE_JOBS__ENABLED": "false"})  # enqueues, runs nothing
@@ -257,7 +256,7 @@ def test_each_node_runs_only_its_own_queues(project: Project, pg_url: str) -> No
 # --- delay= ------------------------------------------------------------------------
 
 
-def test_delayed_job_runs_no_earlier_than_its_delay(project: Project, database: str) -> None:  # noqa: F811
+def test_delayed_job_runs_no_earlier_than_its_delay(project: Project, database: str) -> None:
     """``ctx.enqueue(..., delay=2)``: run_at is 2 s after the enqueue, the job is not
     started before it, and it does run."""
     setup_project(project, database)
@@ -336,7 +335,7 @@ def test_listener_reconnects_after_its_connection_is_killed(project: Project, pg
 # --- enqueue_many ------------------------------------------------------------------
 
 
-def test_enqueue_many(project: Project, database: str) -> None:  # noqa: F811
+def test_enqueue_many(project: Project, database: str) -> None:
     """``ctx.enqueue_many``: 500 jobs in one call, their ids in order, all run; rolled
     back with its handler; a bad mapping anywhere fails the request naming the job,
     and inserts none of the list."""
@@ -384,7 +383,7 @@ def test_enqueue_many(project: Project, database: str) -> None:  # noqa: F811
 # --- retention ---------------------------------------------------------------------
 
 
-def test_retention_prunes_finished_jobs_only(project: Project, database: str) -> None:  # noqa: F811
+def test_retention_prunes_finished_jobs_only(project: Project, database: str) -> None:
     """With ``retention = "1s"`` a node prunes succeeded and dead jobs on its heartbeat;
     a queued job (of a queue no node serves), older than that, stays."""
     setup_project(project, database)  # the default retention (7 days): nothing pruned

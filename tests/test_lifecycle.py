@@ -84,14 +84,6 @@ def configure(
     )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest) -> str:
-    """The database URL of the test app: SQLite in the project, or a fresh PostgreSQL one."""
-    if request.param == "sqlite":
-        return SQLITE_URL
-    return request.getfixturevalue("pg_url")
-
-
 # --- reading the registry from the test process ---------------------------------
 
 

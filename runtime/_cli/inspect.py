@@ -98,6 +98,11 @@ def _echo_inventory(listed: Inventory) -> None:
                 for j in listed.jobs
             ],
         ),
+        (
+            "workflows",
+            ["NAME", "VERSION", "QUEUE", "HANDLER"],
+            [[w["name"], str(w["version"]), w["queue"], w["handler"]] for w in listed.workflows],
+        ),
     ]
     for title, header, rows in sections:
         click.echo()

@@ -77,10 +77,12 @@ async def _overview(
     except SQLAlchemyError as exc:
         if is_unavailable(exc):
             raise  # with_database names the database; migrating would not help
-        raise ForgeError(f"cannot read forge_jobs: {first_line(exc)}", hint=_hint(exc)) from None
+        raise ForgeError(
+            f"cannot read forge_jobs: {first_line(exc)}", hint=database_hint(exc)
+        ) from None
 
 
-def _hint(exc: SQLAlchemyError) -> str | None:
+def database_hint(exc: SQLAlchemyError) -> str | None:
     """Migrating helps only if the runtime's tables are missing."""
     text = str(exc).lower()
     if "no such table" in text or "does not exist" in text:
@@ -149,7 +151,9 @@ async def _retry(engine: AsyncEngine, job_id: int | None) -> int:
     except SQLAlchemyError as exc:
         if is_unavailable(exc):
             raise  # with_database names the database; migrating would not help
-        raise ForgeError(f"cannot update forge_jobs: {first_line(exc)}", hint=_hint(exc)) from None
+        raise ForgeError(
+            f"cannot update forge_jobs: {first_line(exc)}", hint=database_hint(exc)
+        ) from None
 
 
 @click.command("jobs:work")

@@ -85,6 +85,7 @@ def _run(
         crons=found.crons,
         daemons=found.daemons,
         jobs=found.jobs,
+        workflows=found.workflows,
         mounts=found.mounts,
     )
     # Everything is drained, deregistered and closed by now. Tearing down the

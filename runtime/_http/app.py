@@ -23,8 +23,9 @@ from .._context import Env, provide_context
 from .._db import create_engine, session_engine
 from .._errors import HandlerError
 from .._frontend import Frontend, has_frontend
+from .._observe.counters import watch_pool
 from .._observe.log import configure_logging, set_node_id
-from .._observe.metrics import RequestMetrics, watch_pool
+from .._observe.metrics import RequestMetrics
 from .._project.discovery import discover_app
 from .._project.mounts import Mount, location_of
 from .._status import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, report_cut

@@ -8,14 +8,11 @@ database a few seconds, not the driver's minute.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from .. import _config as config
 from .._config import Settings
@@ -24,24 +21,13 @@ from .._http.api_docs import API_DOCS_PATH, api_docs_enabled
 from .._project import discovery
 from .._project.declarations import CronTask, DaemonTask, JobTask
 from .._project.mounts import check_conflicts, collect_mounts
+from .._project.workflows import WorkflowTask
 from . import common
+from .check_tasks import Check, check_tasks
 from .routes import handler_routes
 
 DB_TIMEOUT = 5.0
 """Seconds `check` gives the database to connect and answer."""
-
-Status = Literal["ok", "warn", "FAIL"]
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of ``forge check``: a status, what was checked, and what was found."""
-
-    status: Status
-    subject: str
-    detail: str
-    more: tuple[str, ...] = ()
-    """Further lines, shown indented."""
 
 
 @dataclass
@@ -78,7 +64,7 @@ def _checks(run: CheckRun) -> Iterator[Check]:
     )
     found = yield from _check_handlers(settings)
     yield from _check_routes(settings, found)
-    yield from _check_tasks(settings, found)
+    yield from check_tasks(settings, found)
     revisions = yield from _check_revisions(settings)
     if revisions is not None:
         yield _check_database(settings, revisions)
@@ -107,6 +93,7 @@ def _check_handlers(settings: Settings) -> Generator[Check, None, discovery.Disc
         ("crons", CronTask, "cron task"),
         ("daemons", DaemonTask, "daemon"),
         ("jobs", JobTask, "job"),
+        ("workflows", WorkflowTask, "workflow"),
     ):
         try:
             setattr(found, attribute, discovery.collect_named(found.modules, kind, root, noun))
@@ -156,67 +143,6 @@ def _check_routes(settings: Settings, found: discovery.Discovery) -> Iterator[Ch
     yield Check(
         "ok", "api docs", f"{API_DOCS_PATH}: {len(schema.get('paths', {}))} path(s) in the schema"
     )
-
-
-def _check_tasks(settings: Settings, found: discovery.Discovery) -> Iterator[Check]:
-    root = settings.app_root
-    now = datetime.now(UTC)
-    for task in found.crons:
-        where = common.locate(task.fn, root)
-        try:
-            ZoneInfo(task.timezone)
-            upcoming = task.next_tick(now)
-        except Exception as exc:  # @cron checks at import; a hand-made CronTask may not be
-            yield Check(
-                "FAIL",
-                f"cron {task.name}",
-                f"{task.expression!r} ({task.timezone}): {type(exc).__name__}: {exc} ({where})",
-            )
-            continue
-        yield Check(
-            "ok",
-            f"cron {task.name}",
-            f"{task.expression} ({task.timezone}), next run {upcoming:%Y-%m-%d %H:%M:%S} UTC "
-            f"({where})",
-        )
-    for task in found.daemons:
-        yield Check("ok", f"daemon {task.name}", str(common.locate(task.fn, root)))
-    for task in found.jobs:
-        where = common.locate(task.fn, root)
-        problems = _job_problems(task)
-        timeout = f"{task.timeout:g}s" if task.timeout else "none"
-        detail = (
-            f"queue {task.queue}, {task.retries} retries, backoff {task.backoff:g}s, "
-            f"timeout {timeout} ({where})"
-        )
-        if problems:
-            yield Check("FAIL", f"job {task.name}", detail, tuple(problems))
-        elif task.queue not in settings.jobs.queues:
-            yield Check(
-                "warn",
-                f"job {task.name}",
-                detail,
-                (
-                    f"no worker of this configuration takes queue {task.queue!r} "
-                    f"([jobs].queues = {settings.jobs.queues})",
-                ),
-            )
-        else:
-            yield Check("ok", f"job {task.name}", detail)
-
-
-def _job_problems(task: Any) -> list[str]:
-    # @job refuses these at import; a JobTask made by hand is checked here.
-    problems = []
-    if not inspect.iscoroutinefunction(task.fn):
-        problems.append("must be an async function")
-    elif not inspect.signature(task.fn).parameters:
-        problems.append("must take ctx as its first parameter")
-    if task.retries < 0 or task.backoff < 0 or (task.timeout is not None and task.timeout <= 0):
-        problems.append("retries and backoff must be >= 0, timeout > 0")
-    if not task.queue:
-        problems.append("the queue name is empty")
-    return problems
 
 
 @dataclass(frozen=True)

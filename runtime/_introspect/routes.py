@@ -1,4 +1,4 @@
-"""What ``forge routes`` reports: an app's routes, crons, daemons and jobs."""
+"""What ``forge routes`` reports: an app's routes, crons, daemons, jobs and workflows."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class Inventory:
     crons: list[dict[str, Any]] = field(default_factory=list)
     daemons: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    workflows: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class Inventory:
             "crons": self.crons,
             "daemons": self.daemons,
             "jobs": self.jobs,
+            "workflows": self.workflows,
         }
 
 
@@ -84,6 +86,17 @@ def inventory(settings: Settings, found: discovery.Discovery) -> Inventory:
                 "retries": task.retries,
                 "timeout": task.timeout,
                 "priority": task.priority,
+                "handler": str(where),
+                "line": where.line,
+            }
+        )
+    for flow in found.workflows:
+        where = locate(flow.fn, root)
+        result.workflows.append(
+            {
+                "name": flow.name,
+                "version": flow.version,
+                "queue": flow.queue,
                 "handler": str(where),
                 "line": where.line,
             }

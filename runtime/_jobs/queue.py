@@ -84,6 +84,10 @@ jobs = Table(
 )
 
 
+class Requeue(Exception):
+    """Raised by a job to go back to the queue at once, its attempt not counted."""
+
+
 @dataclass(frozen=True)
 class JobInfo:
     """``ctx.job`` inside a job: which job this is and which attempt (1 for the first)."""
@@ -245,4 +249,4 @@ async def prune(connection: AsyncConnection, older_than: datetime, batch: int) -
     return int(result.rowcount or 0)
 
 
-__all__ = ["JobInfo", "enqueue", "enqueue_many", "jobs", "prune", "requeue_orphans"]
+__all__ = ["JobInfo", "Requeue", "enqueue", "enqueue_many", "jobs", "prune", "requeue_orphans"]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .._cluster.leader import Leadership, lock_file_for
 from .._db import create_engine
 from .._project.declarations import CronTask, DaemonTask, JobTask
+from .._project.workflows import WorkflowTask
 from .._tasks.crons import Scheduler
 from .._tasks.job_worker import JobWorkers
 from .._tasks.runner import TaskRunner
@@ -39,10 +40,12 @@ class Background:
         node_id: str,
         lease: Lease,
         jobs: list[JobTask] | None = None,
+        workflows: list[WorkflowTask] | None = None,
         on_leadership_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
-        pool = max(settings.database.pool_size, settings.jobs.concurrency + 2) if jobs else None
+        works = bool(jobs or workflows)
+        pool = max(settings.database.pool_size, settings.jobs.concurrency + 2) if works else None
         self.engine = create_engine(settings, pool_size=pool)
         runner = TaskRunner(settings, self.engine)
         self.scheduler = Scheduler(crons, self.engine, node_id, runner.run)
@@ -70,7 +73,7 @@ class Background:
         self._tasks: list[asyncio.Task[None]] = []
         self.jobs = (
             JobWorkers(
-                jobs,
+                jobs or [],
                 engine=self.engine,
                 listen_engine=None
                 if database.is_sqlite
@@ -81,10 +84,11 @@ class Background:
                 queues=settings.jobs.queues,
                 concurrency=settings.jobs.concurrency,
                 poll_interval=settings.jobs.poll_interval,
-                context=runner.context,
+                runner=runner,
                 lease=lease,
+                workflows=workflows,
             )
-            if jobs
+            if works
             else None
         )
 

@@ -13,8 +13,8 @@ from .._cluster.lease import Lease, lease_duration
 from .._cluster.registry import NodeInfo, Registry
 from .._db import create_engine
 from .._errors import describe
+from .._observe.counters import watch_pool
 from .._observe.log import set_node_id
-from .._observe.metrics import watch_pool
 from .._status import NodeStatus, SharedStatus
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class Node:
         crons: list[Any] | None = None,
         daemons: list[Any] | None = None,
         jobs: list[Any] | None = None,
+        workflows: list[Any] | None = None,
     ) -> None:
         self.settings = settings
         self.status = status
@@ -60,6 +61,7 @@ class Node:
         self._crons = crons or []
         self._daemons = daemons or []
         self._jobs = jobs or [] if settings.jobs.enabled else []
+        self._workflows = workflows or [] if settings.jobs.enabled else []
         cluster = settings.cluster
         self.lease = Lease(lease_duration(cluster.heartbeat_interval, cluster.dead_after))
         """Held while heartbeats land: the node's jobs run under it (`runtime._cluster.lease`)."""
@@ -129,7 +131,7 @@ class Node:
                 await self._heartbeat_once()
             if self.status.get() is NodeStatus.READY:
                 self._on_ready()
-            if self._crons or self._daemons or self._jobs:
+            if self._crons or self._daemons or self._jobs or self._workflows:
                 # Imported here, on the node's thread once the workers are forked:
                 # the workers never need it, and the boot does not wait for it.
                 from .background import Background
@@ -139,6 +141,7 @@ class Node:
                     crons=self._crons,
                     daemons=self._daemons,
                     jobs=self._jobs,
+                    workflows=self._workflows,
                     node_id=self.registry.node.id,
                     lease=self.lease,
                     on_leadership_change=self._leadership_changed,

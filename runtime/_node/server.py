@@ -176,6 +176,7 @@ def serve(
     crons: list[Any] | None = None,
     daemons: list[Any] | None = None,
     jobs: list[Any] | None = None,
+    workflows: list[Any] | None = None,
     mounts: Sequence[Mount] | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain; the process's exit code.
@@ -214,6 +215,7 @@ def serve(
         crons=crons,
         daemons=daemons,
         jobs=jobs,
+        workflows=workflows,
     )
     loader = functools.partial(
         _load_app,

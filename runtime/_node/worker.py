@@ -54,6 +54,7 @@ def run_worker_node(
         crons=found.crons,
         daemons=found.daemons,
         jobs=found.jobs,
+        workflows=found.workflows,
     )
 
     def first_signal(signum: int, _frame: Any) -> None:

@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING, Any
 from .._processes import pid_alive
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from .._status import LocalStatus, SharedStatus
 
 log = logging.getLogger("forge.metrics")
@@ -87,6 +85,20 @@ class _Metrics:
             "Background job runs that ended, by job and outcome "
             "(succeeded, failed: retried later, dead, released: cut by a drain, taken_away).",
             ["job", "outcome"],
+            registry=registry,
+        )
+        self.workflows = Counter(
+            "forge_workflows",
+            "Workflow runs that ended on this node, by workflow and status "
+            "(succeeded, failed, cancelled, blocked).",
+            ["workflow", "status"],
+            registry=registry,
+        )
+        self.workflow_steps = Counter(
+            "forge_workflow_steps",
+            "Workflow steps run on this node, by workflow and outcome "
+            "(succeeded, retried, failed, compensated).",
+            ["workflow", "outcome"],
             registry=registry,
         )
         self.cron_runs = Counter(
@@ -341,48 +353,3 @@ def _observe_many(histogram: Any, total: float, per_bucket: list[float]) -> None
     for bucket, count in zip(histogram._buckets, per_bucket, strict=True):
         if count:
             bucket.inc(count)
-
-
-# --- background work and pools ------------------------------------------------------
-
-
-def count_job(job: str, outcome: str) -> None:
-    """A job run ended with `outcome` on this node."""
-    _safely(lambda: current().jobs.labels(job, outcome).inc())
-
-
-def count_cron_run(task: str, outcome: str) -> None:
-    """A cron tick of `task` ended with `outcome` on this node."""
-    _safely(lambda: current().cron_runs.labels(task, outcome).inc())
-
-
-def watch_pool(engine: AsyncEngine, name: str) -> None:
-    """Report `engine`'s connection pool as ``forge_db_pool_*{pool=name}``."""
-    from sqlalchemy import event
-
-    pool = engine.sync_engine.pool
-    size = getattr(pool, "size", None)
-    if size is None:  # NullPool: a connection per use, nothing to report
-        return
-    metrics = current()
-    checked_out = metrics.pool_checked_out.labels(name)
-    metrics.pool_size.labels(name).inc(size())
-
-    # Set from the pool's own count rather than +1/-1, so that a path that
-    # returns a connection without a checkin event cannot skew it for good.
-    def on_checkout(*_: Any) -> None:
-        _safely(lambda: checked_out.set(engine.sync_engine.pool.checkedout()))
-
-    def on_checkin(*_: Any) -> None:
-        # The checkin event fires before the pool takes the connection back.
-        _safely(lambda: checked_out.set(max(0, engine.sync_engine.pool.checkedout() - 1)))
-
-    event.listen(engine.sync_engine, "checkout", on_checkout)
-    event.listen(engine.sync_engine, "checkin", on_checkin)
-
-
-def _safely(write: Callable[[], object]) -> None:
-    try:
-        write()
-    except Exception as exc:  # never fail a job, a cron run or a query over a metric
-        log.debug("could not update a metric: %s: %s", type(exc).__name__, exc)

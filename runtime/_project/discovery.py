@@ -3,7 +3,7 @@
 Every ``.py`` file under ``[handlers].path`` is imported once, as a module of a
 package named after that folder (``handlers.notes``), so handler modules can
 import each other. What they declare is recognised by type: routes (`mounts`),
-and the `declarations` (crons, daemons, jobs), never the engines that run them.
+and the `declarations` (crons, daemons, jobs) and `workflows`, never the engines that run them.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._errors import HandlerError, line_in
 from .declarations import CronTask, DaemonTask, JobTask
 from .mounts import Mount, check_conflicts, collect_mounts, declared_at, relative_path
+from .workflows import WorkflowTask
 
 if TYPE_CHECKING:
     from .._config import Settings
 
-Declared = TypeVar("Declared", CronTask, DaemonTask, JobTask)
+Declared = TypeVar("Declared", CronTask, DaemonTask, JobTask, WorkflowTask)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Discovery:
     crons: list[CronTask] = field(default_factory=list)
     daemons: list[DaemonTask] = field(default_factory=list)
     jobs: list[JobTask] = field(default_factory=list)
+    workflows: list[WorkflowTask] = field(default_factory=list)
 
 
 def discover_app(settings: Settings) -> Discovery:
@@ -63,6 +65,7 @@ def discover(handlers_dir: Path, prefix: str, root: Path) -> Discovery:
     found.crons = collect_named(found.modules, CronTask, root, "cron task")
     found.daemons = collect_named(found.modules, DaemonTask, root, "daemon")
     found.jobs = collect_named(found.modules, JobTask, root, "job")
+    found.workflows = collect_named(found.modules, WorkflowTask, root, "workflow")
     return found
 
 
@@ -97,19 +100,23 @@ def collect_named(
     modules: list[ModuleType], kind: type[Declared], root: Path, noun: str
 ) -> list[Declared]:
     """Objects of `kind` declared in the modules; two with one name stop boot."""
-    found: dict[str, tuple[Declared, str]] = {}
+    found: dict[Any, tuple[Declared, str]] = {}
     for module in modules:
         for value in vars(module).values():
             if not isinstance(value, kind):
                 continue
             where = declared_at(value.fn, module, root) if hasattr(value, "fn") else module.__name__
-            if value.name in found and found[value.name][0] is not value:
+            # A workflow's versions live side by side, under one name.
+            version = getattr(value, "version", None)
+            key = (value.name, version)
+            if key in found and found[key][0] is not value:
+                what = f"{noun} {value.name!r}" + (f" version {version}" if version else "")
                 raise HandlerError(
-                    f"{noun} {value.name!r} is declared twice: in {found[value.name][1]} "
-                    f"and in {where}",
-                    hint="give one of them another name (name=...)",
+                    f"{what} is declared twice: in {found[key][1]} and in {where}",
+                    hint="give one of them another name (name=...)"
+                    + (" or version (version=...)" if version else ""),
                 )
-            found[value.name] = (value, where)
+            found[key] = (value, where)
     return [value for value, _ in found.values()]
 
 

@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._db.times import as_utc, utcnow
-from .._observe.metrics import count_cron_run
+from .._observe.counters import count_cron_run
 from .._project.declarations import CronTask
 from .._redact import scrub
 

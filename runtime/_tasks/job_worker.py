@@ -30,23 +30,22 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._cluster.lease import Lease, LeaseLost, leased
 from .._context import Context
 from .._db.times import utcnow
-from .._errors import describe
+from .._jobs import outcomes
 from .._jobs.claims import Claimed, claims_for
 from .._jobs.listener import listen
-from .._jobs.queue import DEAD, QUEUED, RUNNING, SUCCEEDED, JobInfo, jobs, notify
-from .._observe.metrics import count_job
+from .._jobs.queue import DEAD, QUEUED, SUCCEEDED, JobInfo, Requeue
+from .._observe.counters import count_job
 from .._project.declarations import JobTask
-from .._redact import scrub
+from .._project.workflows import WorkflowTask
+from .runner import TaskRunner
+from .workflow_driver import WorkflowDriver
 
 log = logging.getLogger("forge.jobs")
 
@@ -70,17 +69,21 @@ class JobWorkers:
         queues: list[str],
         concurrency: int,
         poll_interval: float,
-        context: Callable[[str], Context],
+        runner: TaskRunner,
         lease: Lease,
+        workflows: list[WorkflowTask] | None = None,
     ) -> None:
         self.tasks = {task.name: task for task in tasks}
+        if workflows:
+            driver = WorkflowDriver(workflows, runner, lambda: not self.claiming)
+            self.tasks[driver.task.name] = driver.task
         self.engine = engine
         self.listen_engine = listen_engine
         self.node_id = node_id
         self.queues = list(queues)
         self.concurrency = concurrency
         self.poll_interval = poll_interval
-        self.context = context
+        self.context = runner.context
         self.lease = lease
         self.claims = claims_for(engine, node_id, queues)
         self.running: dict[asyncio.Task[None], Claimed] = {}
@@ -98,7 +101,6 @@ class JobWorkers:
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._dialect = engine.dialect.name
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     # --- claiming ------------------------------------------------------------------
@@ -180,7 +182,7 @@ class JobWorkers:
             # requeue them and they run again (at least once).
             self._succeeded[:0] = done
             self._recording = False
-            log.warning("claiming jobs failed: %s", _describe(exc))
+            log.warning("claiming jobs failed: %s", outcomes.safe_description(exc))
             return []
         self._recording = True
         for row, _ in done:
@@ -248,7 +250,7 @@ class JobWorkers:
             else:
                 # Its writes and its success commit together, or neither does.
                 recorded = await ctx.db.execute(
-                    self._fenced(row).values(
+                    outcomes.fenced(row, self.node_id).values(
                         status=SUCCEEDED, finished_at=utcnow(), error=None, result=_result(result)
                     )
                 )
@@ -256,6 +258,11 @@ class JobWorkers:
                     raise _TakenAway
                 await ctx._finish(None)
                 count_job(row.name, "succeeded")
+        except Requeue as requeue:
+            await asyncio.shield(self._abort(ctx))
+            await asyncio.shield(self._release(row))
+            count_job(row.name, "released")
+            log.info("job %s back in the queue: %s", row.describe(), requeue)
         except _TakenAway:
             await ctx._finish(_TakenAway())
             count_job(row.name, "taken_away")
@@ -298,7 +305,7 @@ class JobWorkers:
         try:
             await asyncio.wait_for(ctx._finish(RuntimeError("job failed")), _ABORT_TIMEOUT)
         except Exception as exc:
-            log.warning("rolling back a job's session failed: %s", _describe(exc))
+            log.warning("rolling back a job's session failed: %s", outcomes.safe_description(exc))
 
     async def _failed(self, row: Claimed, task: JobTask, error: str) -> None:
         if row.attempt <= task.retries:
@@ -313,46 +320,12 @@ class JobWorkers:
             await self._record(row, DEAD, error)
 
     async def _release(self, row: Claimed) -> None:
-        """Back to the queue, the attempt not counted: the job did not fail."""
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(
-                    self._fenced(row).values(
-                        status=QUEUED,
-                        node_id=None,
-                        attempt=row.attempt - 1,
-                        run_at=utcnow(),
-                        started_at=None,
-                    )
-                )
-                if self._dialect == "postgresql":
-                    await notify(connection, row.queue)
-        except Exception as exc:
-            log.warning("could not release job %s: %s", row.describe(), _describe(exc))
+        await outcomes.release(self.engine, self.node_id, row)
 
     async def _record(
         self, row: Claimed, status: str, error: str, run_at_delay: float = 0.0
     ) -> None:
-        values: dict[str, Any] = {"status": status, "error": error[:4000]}
-        if status == QUEUED:
-            values.update(node_id=None, run_at=utcnow() + timedelta(seconds=run_at_delay))
-        else:
-            values.update(finished_at=utcnow())
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(self._fenced(row).values(**values))
-        except Exception as exc:
-            log.warning(
-                "could not record the outcome of job %s: %s", row.describe(), _describe(exc)
-            )
-
-    def _fenced(self, row: Claimed) -> Any:
-        return update(jobs).where(
-            jobs.c.id == row.id,
-            jobs.c.status == RUNNING,
-            jobs.c.node_id == self.node_id,
-            jobs.c.attempt == row.attempt,
-        )
+        await outcomes.record(self.engine, self.node_id, row, status, error, run_at_delay)
 
     # --- draining ----------------------------------------------------------------
 
@@ -390,8 +363,3 @@ def _result(value: Any) -> str | None:
         return json.dumps(value, default=str)[:10000]
     except (TypeError, ValueError):
         return json.dumps(repr(value))
-
-
-def _describe(exc: BaseException) -> str:
-    # Stored and shown by jobs:list: never with a secret in it.
-    return scrub(describe(exc))
