@@ -21,6 +21,7 @@ HANDLERS = '''
     """Workflows for the workflow tests."""
 
     import asyncio
+    import os
 
     from litestar import post
     from litestar.exceptions import HTTPException
@@ -131,10 +132,18 @@ HANDLERS = '''
         return "not reached"
 
 
+    @step
+    async def whoami(ctx: Ctx) -> int:
+        await effect(ctx, f"pid-{os.getpid()}")
+        return os.getpid()
+
+
     @workflow
     async def long_step(ctx: Ctx, seconds: float) -> str:
         await ctx.step(write, "first")
-        return await ctx.step(slow, seconds)
+        slept = await ctx.step(slow, seconds)
+        await ctx.step(whoami)
+        return slept
 
 
     @workflow
@@ -285,6 +294,14 @@ def test_steps_run_once_and_the_run_records_its_result(
     run_id = start(node, "five", n=42)
     row = wait_status(project, database, run_id, "succeeded", node)
     assert json.loads(row["result"]) == 42
+    metrics = node.get("/_api/metrics").text
+    assert (
+        'forge_workflows_total{status="succeeded",workflow="handlers.wftest.five"} 1.0' in metrics
+    )
+    assert (
+        'forge_workflow_steps_total{outcome="succeeded",workflow="handlers.wftest.five"} 5.0'
+        in (metrics)
+    )
     assert effects(project, database, run_id) == [f"s{i}" for i in range(5)]
     recorded = query(
         project,
@@ -564,7 +581,20 @@ def test_a_drained_node_cuts_a_step_that_then_runs_elsewhere(
     fresh = project.start()
     fresh.wait_ready()
     wait_status(project, database, run_id, "succeeded", fresh, timeout=40)
+    assert effects(project, database, run_id) == ["first", "slow", f"pid-{fresh.process.pid}"]
+
+
+def test_a_draining_node_starts_no_new_step(project: Project, database: str) -> None:
+    node = started(project, database)
+    run_id = start(node, "long_step", seconds=1.5)
+    wait_for(lambda: effects(project, database, run_id) == ["first"], 15, "the first step", node)
+    node.signal(signal.SIGTERM)  # the 1.5 s step ends within the bound; the next waits
+    assert node.process.wait(timeout=20) == 0, node.output()
     assert effects(project, database, run_id) == ["first", "slow"]
+    fresh = project.start()
+    fresh.wait_ready()
+    wait_status(project, database, run_id, "succeeded", fresh, timeout=40)
+    assert effects(project, database, run_id) == ["first", "slow", f"pid-{fresh.process.pid}"]
 
 
 @pytest.mark.postgres
