@@ -32,8 +32,9 @@ def fenced(row: Claimed, node_id: str) -> Any:
     )
 
 
-async def release(engine: AsyncEngine, node_id: str, row: Claimed) -> None:
-    """Back to the queue, the attempt not counted: the job did not fail."""
+async def release(engine: AsyncEngine, node_id: str, row: Claimed) -> bool:
+    """Back to the queue, the attempt not counted: the job did not fail. Whether it was
+    written (else the caller tries again later: the row stays running on this node)."""
     try:
         async with engine.begin() as connection:
             await connection.execute(
@@ -49,6 +50,8 @@ async def release(engine: AsyncEngine, node_id: str, row: Claimed) -> None:
                 await notify(connection, row.queue)
     except Exception as exc:
         log.warning("could not release job %s: %s", row.describe(), safe_description(exc))
+        return False
+    return True
 
 
 async def record(
@@ -58,9 +61,9 @@ async def record(
     status: str,
     error: str,
     run_at_delay: float = 0.0,
-) -> None:
+) -> bool:
     """Record a failure, its error scrubbed of secrets: `status` queued (a retry, after
-    `run_at_delay` s) or dead."""
+    `run_at_delay` s) or dead. Whether it was written, as for `release`."""
     values: dict[str, Any] = {"status": status, "error": scrub(error)[:4000]}
     if status == QUEUED:
         values.update(node_id=None, run_at=utcnow() + timedelta(seconds=run_at_delay))
@@ -73,6 +76,8 @@ async def record(
         log.warning(
             "could not record the outcome of job %s: %s", row.describe(), safe_description(exc)
         )
+        return False
+    return True
 
 
 def safe_description(exc: BaseException) -> str:

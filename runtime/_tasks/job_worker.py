@@ -30,6 +30,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -96,6 +97,8 @@ class JobWorkers:
         self._succeeded: list[tuple[Claimed, str | None]] = []
         self._recording = True
         """Whether the last turn's statement went through (else: wait before the next)."""
+        self._unwritten: list[Callable[[], Awaitable[bool]]] = []
+        """Outcomes the database refused (it was out of reach): written again each turn."""
         self._stopped: list[Claimed] = []
         """Jobs stopped when the lease was lost: released once the database answers again."""
         self._wake = asyncio.Event()
@@ -116,6 +119,8 @@ class JobWorkers:
             self._wake.clear()
             if self._stopped and self.lease.held:
                 await self._release_stopped()
+            if self._unwritten:
+                await self._write_unwritten()
             wanted = self._wanted() if self.lease.held else 0
             claimed = await self._exchange(wanted)
             if not self.claiming:  # stopped while claiming: give them back at once
@@ -320,12 +325,25 @@ class JobWorkers:
             await self._record(row, DEAD, error)
 
     async def _release(self, row: Claimed) -> None:
-        await outcomes.release(self.engine, self.node_id, row)
+        if not await outcomes.release(self.engine, self.node_id, row):
+            self._unwritten.append(lambda: outcomes.release(self.engine, self.node_id, row))
 
     async def _record(
         self, row: Claimed, status: str, error: str, run_at_delay: float = 0.0
     ) -> None:
-        await outcomes.record(self.engine, self.node_id, row, status, error, run_at_delay)
+        def write() -> Awaitable[bool]:
+            return outcomes.record(self.engine, self.node_id, row, status, error, run_at_delay)
+
+        if not await write():
+            self._unwritten.append(write)
+
+    async def _write_unwritten(self) -> None:
+        """Try again the failures and releases the database refused: until they are
+        written, their jobs stay running on this node, and nobody would run them again."""
+        unwritten, self._unwritten = self._unwritten, []
+        for write in unwritten:
+            if not await write():
+                self._unwritten.append(write)
 
     # --- draining ----------------------------------------------------------------
 
@@ -345,6 +363,8 @@ class JobWorkers:
         await self._exchange(0)
         if self._stopped and self.lease.held:
             await self._release_stopped()
+        if self._unwritten:
+            await self._write_unwritten()
         for helper in (self._listener, self._watchdog):
             if helper is not None:
                 helper.cancel()

@@ -26,6 +26,7 @@ class TaskRunner:
 
     def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
         self.settings = settings
+        self.engine = engine
         self.env = Env(settings.env, settings.environ)
         self.sessionmaker = async_sessionmaker(session_engine(engine), expire_on_commit=False)
 

@@ -33,9 +33,7 @@ from .._workflows.records import TakenAway
 from .._workflows.tables import (
     BLOCKED,
     DRIVER,
-    ENDED,
     FAILED,
-    RUNNING,
     SLEEPING,
     SUCCEEDED,
     WAITING,
@@ -73,19 +71,13 @@ class WorkflowDriver:
 
     async def drive(self, ctx: Context, run: str, turn: int) -> None:
         """Take the run `run` one turn on, if `turn` is still its turn."""
-        async with self.runner.sessionmaker() as session:
-            row, recorded = await records.load(session, run)
-        if row is None or row.turn != turn or row.status in ENDED:
+        row, recorded = await records.begin_turn(self.runner.engine, run, turn)
+        if row is None:
             return  # a stale wake-up: the run moved on, or ended
         task = self.workflows.get((row.name, row.version))
         if task is None:
             await self._block(ctx, row, turn, self._missing(row))
             return
-        if row.status != RUNNING:
-            async with self.runner.sessionmaker.begin() as session:
-                await records.set_run(
-                    session, run, turn, status=RUNNING, wake_at=None, waiting_for=None
-                )
         replay = Replay(
             row,
             task,

@@ -249,6 +249,10 @@ class Replay:
         return ending
 
     async def _write(self, before: Record | None, record: Record, started: datetime) -> str | None:
+        """Write `record` on its own; whether the run must end meanwhile."""
+        engine = self.runner.engine
+        if before is None and engine.dialect.name == "postgresql":
+            return await records.record_first(engine, self.run.id, record, started)
         async with self.runner.sessionmaker.begin() as session:
             await records.write_record(session, self.run.id, before, record, started)
             return (await records.ending_of(session, self.run.id))[0]

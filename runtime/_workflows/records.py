@@ -16,10 +16,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._db.raw import driver_connection
 from .._db.times import as_utc, utcnow
 from .control import ENDED_SIGNAL, Executor, deliver, dialect_of, enqueue_turn, locked_run
-from .tables import ENDED, RETRYING, SLEEPING, SUCCEEDED, WAITING, runs, signals, steps
+from .tables import ENDED, RETRYING, RUNNING, SLEEPING, SUCCEEDED, WAITING, runs, signals, steps
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,26 @@ class Ending(Exception):
     """The run was marked to end (cancelled) before it could succeed."""
 
 
-async def load(executor: Executor, run_id: str) -> tuple[Any, dict[int, Record]]:
-    """The run's row (None if there is none) and its records by position."""
-    run = (await executor.execute(select(runs).where(runs.c.id == run_id))).first()
-    if run is None:
-        return None, {}
+async def begin_turn(engine: AsyncEngine, run_id: str, turn: int) -> tuple[Any, dict[int, Record]]:
+    """Mark the run running on `turn`, then read it and its records by position.
+
+    (None, {}) if the run moved on to another turn or ended: a stale wake-up.
+    """
+    async with engine.begin() as connection:
+        run = (
+            await connection.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.turn == turn, runs.c.status.not_in(ENDED))
+                .values(status=RUNNING, wake_at=None, waiting_for=None, updated_at=utcnow())
+                .returning(*runs.c)
+            )
+        ).first()
+        if run is None:
+            return None, {}
+        return run, await _records(connection, run_id)
+
+
+async def _records(executor: Executor, run_id: str) -> dict[int, Record]:
     rows = await executor.execute(
         select(
             steps.c.position,
@@ -76,7 +93,7 @@ async def load(executor: Executor, run_id: str) -> tuple[Any, dict[int, Record]]
     for row in rows:
         wake_at = as_utc(row.wake_at) if row.wake_at is not None else None
         records[row.position] = Record(*row[:7], wake_at, row.compensated_at)
-    return run, records
+    return records
 
 
 async def write_record(
@@ -116,6 +133,46 @@ async def write_record(
     written = await executor.execute(statement.returning(steps.c.position))
     if written.scalar() is None:
         raise TakenAway
+
+
+_RECORD_FIRST = """
+    WITH recorded AS (
+        INSERT INTO forge_workflow_steps (run_id, position, kind, name, status, attempts,
+                                          result, error, wake_at, started_at, finished_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (run_id, position) DO NOTHING
+        RETURNING position
+    )
+    SELECT EXISTS (SELECT 1 FROM recorded), (SELECT ending FROM forge_workflows WHERE id = $1)
+"""
+
+
+async def record_first(
+    engine: AsyncEngine, run_id: str, record: Record, started_at: datetime
+) -> str | None:
+    """PostgreSQL: `write_record` of a position that recorded nothing, and `ending_of`,
+    in one statement on the driver's connection: one round trip, one commit.
+
+    The hot path of a step that used no ``ctx.db`` of its own.
+    """
+    arguments = [
+        run_id,
+        record.position,
+        record.kind,
+        record.name,
+        record.status,
+        record.attempts,
+        record.result,
+        record.error,
+        record.wake_at,
+        started_at,
+        utcnow(),
+    ]
+    async with driver_connection(engine.sync_engine, _RECORD_FIRST, arguments) as connection:
+        written, ending = await connection.fetchrow(_RECORD_FIRST, *arguments)
+    if not written:
+        raise TakenAway
+    return ending
 
 
 async def ending_of(executor: Executor, run_id: str) -> tuple[str | None, str | None]:
