@@ -153,3 +153,61 @@ def test_a_node_cut_off_from_its_database_stops_its_jobs_before_it_is_reaped(
         for node in (stalled, peer):
             node.signal(signal.SIGTERM)
             assert node.process.wait(15) in (0, 1), node.output()
+
+
+OUTAGE = '''
+    """A job that fails, on its first attempt, only once told to (a file appears)."""
+
+    import asyncio
+    from pathlib import Path
+
+    from runtime import Ctx, job
+
+
+    @job(retries=1, backoff=0.2)
+    async def outage(ctx: Ctx) -> int:
+        while not Path("go").exists():
+            await asyncio.sleep(0.05)
+        if ctx.job.attempt == 1:
+            raise ValueError("failed while the database was away")
+        return ctx.job.attempt
+'''
+
+
+def test_a_failure_the_database_refused_is_written_once_it_is_back(
+    project: Project, pg_url: str
+) -> None:
+    # A lease long enough to outlast the outage: the node keeps its job, and the
+    # failure it could not record must not leave the job running for ever.
+    configure(project, pg_url, concurrency=2)
+    toml = project.root / "forge.toml"
+    toml.write_text(toml.read_text().replace('dead_after = "3s"', 'dead_after = "20s"'))
+    project.write("handlers/outagetest.py", OUTAGE)
+    assert project.forge("migrate").returncode == 0
+    parts = urlsplit(pg_url)
+    with TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as proxy:
+        netloc = f"{parts.username}@127.0.0.1:{proxy.port}"
+        node = start_worker(
+            project, env={"DATABASE_URL": urlunsplit(parts._replace(netloc=netloc))}
+        )
+        wait_worker_ready(node)
+        query(
+            project,
+            pg_url,
+            "INSERT INTO forge_jobs (name, queue, priority, args, status, attempt, run_at, "
+            "created_at) VALUES ('handlers.outagetest.outage', 'default', 0, '{}', 'queued', 0, "
+            "now(), now())",
+        )
+
+        def status() -> tuple:
+            return query(project, pg_url, "SELECT status, attempt, result FROM forge_jobs")[0]
+
+        wait_for(lambda: status()[0] == "running", 30, "the job running", node)
+        proxy.stop()
+        (project.root / "go").touch()
+        wait_for(lambda: "could not record the outcome" in node.output(), 15, "the refusal", node)
+        proxy.start()
+        wait_for(lambda: status()[0] == "succeeded", 30, "the retried job", node)
+        assert status()[1:] == (2, "2")
+        node.signal(signal.SIGTERM)
+        assert node.process.wait(15) in (0, 1), node.output()

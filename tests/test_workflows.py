@@ -12,9 +12,11 @@ import os
 import signal
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from conftest import Node, Project, query
+from tcpproxy import TcpProxy
 from test_jobs import forge_toml, wait_for
 
 HANDLERS = '''
@@ -22,6 +24,7 @@ HANDLERS = '''
 
     import asyncio
     import os
+    from pathlib import Path
 
     from litestar import post
     from litestar.exceptions import HTTPException
@@ -146,6 +149,20 @@ HANDLERS = '''
         return slept
 
 
+    @step
+    async def when_told(ctx: Ctx) -> str:
+        while not Path("go").exists():
+            await asyncio.sleep(0.05)
+        return "told"
+
+
+    @workflow
+    async def outage(ctx: Ctx) -> str:
+        told = await ctx.step(when_told)
+        await ctx.step(write, "after-outage")
+        return told
+
+
     @workflow
     async def uses_db(ctx: Ctx) -> None:
         ctx.db
@@ -154,7 +171,7 @@ HANDLERS = '''
     WORKFLOWS = {
         "five": five, "sleeper": sleeper, "waiter": waiter, "saga": saga, "caught": caught,
         "parent": parent, "doomed_parent": doomed_parent, "long_step": long_step,
-        "uses_db": uses_db,
+        "uses_db": uses_db, "outage": outage,
     }
 
 
@@ -595,6 +612,29 @@ def test_a_draining_node_starts_no_new_step(project: Project, database: str) -> 
     fresh.wait_ready()
     wait_status(project, database, run_id, "succeeded", fresh, timeout=40)
     assert effects(project, database, run_id) == ["first", "slow", f"pid-{fresh.process.pid}"]
+
+
+@pytest.mark.postgres
+def test_a_record_the_database_refused_retries_the_turn(project: Project, pg_url: str) -> None:
+    # Not the workflow's failure: nothing compensates, the run goes on once it is back.
+    configure(project, pg_url)
+    toml = project.root / "forge.toml"
+    toml.write_text(toml.read_text().replace('dead_after = "3s"', 'dead_after = "20s"'))
+    assert project.forge("migrate").returncode == 0
+    parts = urlsplit(pg_url)
+    with TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as proxy:
+        netloc = f"{parts.username}@127.0.0.1:{proxy.port}"
+        node = project.start(env={"DATABASE_URL": urlunsplit(parts._replace(netloc=netloc))})
+        node.wait_ready()
+        run_id = start(node, "outage")
+        wait_status(project, pg_url, run_id, "running", node)
+        proxy.stop()
+        (project.root / "go").touch()
+        wait_for(lambda: "a record was refused" in node.output(), 15, "the refusal", node)
+        proxy.start()
+        row = wait_status(project, pg_url, run_id, "succeeded", node)
+    assert json.loads(row["result"]) == "told" and row["ending"] is None
+    assert effects(project, pg_url, run_id) == ["after-outage"]
 
 
 @pytest.mark.postgres

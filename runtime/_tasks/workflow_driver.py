@@ -45,8 +45,10 @@ from .workflow_replay import (
     Compensable,
     Drained,
     EndOfRecord,
+    RecordFailed,
     Replay,
     Suspend,
+    recording,
 )
 
 log = logging.getLogger("forge.workflows")
@@ -110,6 +112,9 @@ class WorkflowDriver:
             if ctx._session is not None:
                 await ctx._session.rollback()
             log.warning("workflow run %s moved on without this node: turn %d dropped", run, turn)
+        except RecordFailed as failed:
+            # Not the code's failure: the turn's job fails, and tries it again later.
+            raise RuntimeError(f"workflow run {run!r}: a record was refused: {failed}") from None
 
     async def _succeed(self, ctx: Context, replay: Replay, row: Any, turn: int, value: Any) -> None:
         try:
@@ -193,16 +198,19 @@ class WorkflowDriver:
                     ctx, compensable.result, *compensable.args, **compensable.kwargs
                 )
                 await (asyncio.wait_for(work, task.timeout) if task.timeout else work)
-                if ctx._session is None:
-                    async with self.runner.sessionmaker.begin() as session:
-                        await records.mark_compensated(session, replay.run.id, compensable.position)
-                else:
-                    await records.mark_compensated(ctx.db, replay.run.id, compensable.position)
-                    await ctx._finish(None)
+                async with recording():
+                    if ctx._session is None:
+                        async with self.runner.sessionmaker.begin() as session:
+                            await records.mark_compensated(
+                                session, replay.run.id, compensable.position
+                            )
+                    else:
+                        await records.mark_compensated(ctx.db, replay.run.id, compensable.position)
+                        await ctx._finish(None)
                 count_workflow_step(replay.run.name, "compensated")
                 return None
-            except TakenAway:
-                await ctx._finish(TakenAway())
+            except (TakenAway, RecordFailed) as interrupted:
+                await ctx._finish(interrupted)
                 raise
             except Exception as exc:
                 await ctx._finish(exc)

@@ -15,11 +15,14 @@ What stops the code (a sleep, a wait, a cancel, a drain) is an `Interrupt`, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from .._config.units import parse_duration
 from .._context import Context
@@ -87,6 +90,22 @@ class Cancelled(Interrupt):
 
 class Drained(Interrupt):
     """The node drains: no new step starts here; the run goes on elsewhere."""
+
+
+class RecordFailed(Interrupt):
+    """The database refused a record: the turn fails, and its job tries it again later.
+
+    Not the code's failure: it is not told (no `StepFailed`), nothing compensates.
+    """
+
+
+@contextlib.asynccontextmanager
+async def recording() -> AsyncIterator[None]:
+    """Turn a database error of the runtime's own writes into `RecordFailed`."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as error:
+        raise RecordFailed(f"{type(error).__name__}: {error}") from error
 
 
 class EndOfRecord(Interrupt):
@@ -240,8 +259,9 @@ class Replay:
         if session is None:
             return await self._write(before, record, started)
         try:
-            await records.write_record(session, self.run.id, before, record, started)
-            ending, _ = await records.ending_of(session, self.run.id)
+            async with recording():
+                await records.write_record(session, self.run.id, before, record, started)
+                ending, _ = await records.ending_of(session, self.run.id)
         except BaseException as error:
             await ctx._finish(error)
             raise
@@ -251,11 +271,12 @@ class Replay:
     async def _write(self, before: Record | None, record: Record, started: datetime) -> str | None:
         """Write `record` on its own; whether the run must end meanwhile."""
         engine = self.runner.engine
-        if before is None and engine.dialect.name == "postgresql":
-            return await records.record_first(engine, self.run.id, record, started)
-        async with self.runner.sessionmaker.begin() as session:
-            await records.write_record(session, self.run.id, before, record, started)
-            return (await records.ending_of(session, self.run.id))[0]
+        async with recording():
+            if before is None and engine.dialect.name == "postgresql":
+                return await records.record_first(engine, self.run.id, record, started)
+            async with self.runner.sessionmaker.begin() as session:
+                await records.write_record(session, self.run.id, before, record, started)
+                return (await records.ending_of(session, self.run.id))[0]
 
     # --- time and signals ----------------------------------------------------------
 
@@ -290,7 +311,7 @@ class Replay:
         else:
             deadline = None
         started = utcnow()
-        async with self.runner.sessionmaker.begin() as session:
+        async with recording(), self.runner.sessionmaker.begin() as session:
             found, payload = await records.consume_signal(session, self.run.id, name)
             if found:
                 received = Record(position, WAIT, name, DONE, 1, payload, None, deadline, None)
@@ -314,7 +335,7 @@ class Replay:
         self._new_work()
         child = run_id or f"{self.run.id}.{position + 1}"
         started = utcnow()
-        async with self.runner.sessionmaker.begin() as session:
+        async with recording(), self.runner.sessionmaker.begin() as session:
             child = await control.start(session, task, kwargs, run_id=child, parent_id=self.run.id)
             done = Record(position, START, task.name, DONE, 1, json.dumps(child), None, None, None)
             await records.write_record(session, self.run.id, None, done, started)
@@ -327,7 +348,7 @@ class Replay:
             return
         self._new_work()
         started = utcnow()
-        async with self.runner.sessionmaker.begin() as session:
+        async with recording(), self.runner.sessionmaker.begin() as session:
             await control.signal(session, run_id, name, payload)
             done = Record(position, SIGNAL, name, DONE, 1, json.dumps(run_id), None, None, None)
             await records.write_record(session, self.run.id, None, done, started)
