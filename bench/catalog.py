@@ -9,6 +9,7 @@ from .large import large
 from .memory import memory
 from .scaling import scaling
 from .scenarios import cold_start, contention, db_read, drain, executable, hello, static
+from .workflows import workflows
 
 SCENARIOS = (
     Scenario("hello", "1. JSON hello", hello),
@@ -23,4 +24,5 @@ SCENARIOS = (
     Scenario("scaling", "10. Scaling (2 workers against 1)", scaling),
     Scenario("large", "11. Large bodies alongside hellos", large),
     Scenario("features", "12. What each default feature costs", features),
+    Scenario("workflows", "13. Durable workflows (PostgreSQL)", workflows),
 )

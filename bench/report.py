@@ -243,6 +243,45 @@ JOB_TARGETS = (
     ),
 )
 
+WORKFLOWS_THROUGHPUT = "no-op steps/s, 10-step workflows, 1 node"
+WORKFLOWS_LATENCY = "start to finish, 1-step workflow, idle workers"
+WORKFLOWS_DEFAULTS = "forge (defaults: concurrency 10)"
+WORKFLOWS_PEER = "dbos"
+WORKFLOWS_PEER_SETTING = "queue, defaults"
+"""The DBOS row forge's step throughput is held against: runs enqueued on a DBOS queue."""
+
+
+def _workflows_over_peer() -> Measure:
+    """Forge's steps/s over that of the DBOS row whose runs went through a queue."""
+
+    def measure(rows: Sequence[Row]) -> float | None:
+        mine = _find(rows, "workflows", WORKFLOWS_DEFAULTS, WORKFLOWS_THROUGHPUT)
+        theirs = next(
+            (
+                row
+                for row in rows
+                if row.scenario == "workflows"
+                and row.case == WORKFLOWS_THROUGHPUT
+                and row.stack.startswith(WORKFLOWS_PEER)
+                and row.stack.endswith(f"({WORKFLOWS_PEER_SETTING})")
+            ),
+            None,
+        )
+        return ratio(mine and mine.rps, theirs and theirs.rps)
+
+    return measure
+
+
+WORKFLOW_TARGETS = (
+    Target(
+        "Workflows: forge step throughput >= 1 x DBOS (runs on a DBOS queue)",
+        _workflows_over_peer(),
+        limit=1.0,
+        at_least=True,
+        unit="x",
+    ),
+)
+
 TARGETS = (
     Target(
         "JSON hello: forge >= 0.95 x litestar",
@@ -316,6 +355,7 @@ TARGETS = (
         unit="x",
     ),
     *JOB_TARGETS,
+    *WORKFLOW_TARGETS,
 )
 
 

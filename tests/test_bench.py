@@ -17,6 +17,8 @@ sys.path.insert(0, str(REPO))  # `bench` is a folder of the repository, not an i
 from bench.load import parse_wrk
 from bench.report import (
     MEMORY_WORKER,
+    WORKFLOWS_DEFAULTS,
+    WORKFLOWS_THROUGHPUT,
     Row,
     contention_case,
     scaling_case,
@@ -55,6 +57,8 @@ EXPECTED = {
     ("12. What each default feature costs", "forge - metrics"),
     ("12. What each default feature costs", "forge - gateway"),
     ("12. What each default feature costs", "forge - ctx"),
+    ("13. Durable workflows (PostgreSQL)", "forge (defaults: concurrency 10)"),
+    ("13. Durable workflows (PostgreSQL)", "forge"),
 }
 COLUMNS = [
     *("Scenario", "Case", "Stack", "req/s", "p50 ms", "p99 ms", "time ms", "RSS MiB"),
@@ -115,6 +119,9 @@ def test_targets_divide_figures_of_the_same_run() -> None:
         Row("memory", MEMORY_WORKER, "litestar", rss_mib=80),
         Row("scaling", scaling_case(1), "forge", rps=1000),
         Row("scaling", scaling_case(2), "forge", rps=1700),
+        Row("workflows", WORKFLOWS_THROUGHPUT, WORKFLOWS_DEFAULTS, rps=300),
+        Row("workflows", WORKFLOWS_THROUGHPUT, "dbos 3.4.0 (start_workflow_async)", rps=600),
+        Row("workflows", WORKFLOWS_THROUGHPUT, "dbos 3.4.0 (queue, defaults)", rps=200),
     ]
     found = {v.target.label: (v.measured, v.outcome) for v in verdicts(rows)}
     assert found["DB read: forge >= 0.95 x litestar+ORM"] == (pytest.approx(0.96), "PASS")
@@ -124,6 +131,8 @@ def test_targets_divide_figures_of_the_same_run() -> None:
     assert found[fast] == (pytest.approx(1.25), "PASS")
     assert found["Memory: forge worker RSS <= 1.25 x litestar worker RSS"] == (1.25, "PASS")
     assert found["Scaling: forge with 2 workers >= 1.6 x forge with 1"] == (1.7, "PASS")
+    workflows = next(label for label in found if label.startswith("Workflows: forge step"))
+    assert found[workflows] == (1.5, "PASS")  # against the DBOS row of the queue
     contention = "Contention: 8 nodes all ready within 3 x the 1-node time"
     assert found[contention] == (None, "n/a")  # 8 nodes were not measured
     rows.append(Row("contention", contention_case(8), "forge", time_ms=3500))
@@ -166,8 +175,8 @@ def test_quick_run_reports_every_stack_and_scenario(tmp_path: Path) -> None:
             continue  # a peer queue, where `uv sync --group bench` was not run (CI)
         figures = [row[column] for column in ("req/s", "p50 ms", "time ms", "RSS MiB", "us/req")]
         assert any(NUMBER.match(figure) for figure in figures), row
-        if NUMBER.match(row["req/s"]) and not row["Scenario"].startswith("7."):
-            # Requests have latencies; jobs/s (in the same column) do not.
+        if NUMBER.match(row["req/s"]) and not row["Scenario"].startswith(("7.", "13.")):
+            # Requests have latencies; jobs/s and steps/s (in the same column) do not.
             assert NUMBER.match(row["p50 ms"]) and NUMBER.match(row["p99 ms"]), row
     for target in (
         *("JSON hello", "DB read: forge", "DB read: ORM", "DB read, fast path", "Cold start"),
