@@ -30,7 +30,9 @@ HANDLERS = '''
     from litestar.exceptions import HTTPException
     from sqlalchemy import text
 
-    from runtime import Ctx, StepFailed, WaitTimeout, WorkflowError, WorkflowFailed, step, workflow
+    from runtime import (
+        Ctx, StepFailed, WaitTimeout, WorkflowError, WorkflowFailed, job, step, workflow,
+    )
 
 
     async def effect(ctx: Ctx, label: str) -> None:
@@ -163,6 +165,36 @@ HANDLERS = '''
         return told
 
 
+    @step(retries=2, backoff=0.1)
+    async def keyed(ctx: Ctx) -> str:
+        # An outside effect: at least once, with the same key on every attempt.
+        with open("keys.log", "a") as log:
+            log.write(ctx.step_key + "\\n")
+        if len(Path("keys.log").read_text().splitlines()) < 3:
+            raise ConnectionError("the payment service did not answer")
+        return ctx.step_key
+
+
+    @step(retries=0, timeout=0.3)
+    async def hangs(ctx: Ctx) -> None:
+        await asyncio.sleep(30)
+
+
+    @workflow
+    async def outside(ctx: Ctx) -> dict:
+        key = await ctx.step(keyed)
+        try:
+            await ctx.step(hangs)
+        except StepFailed as failure:
+            return {"key": key, "hangs": failure.error}
+        return {"key": key}
+
+
+    @job
+    async def kick(ctx: Ctx, run_id: str) -> str:
+        return await ctx.start_workflow(five, id=run_id, n=9)
+
+
     @workflow
     async def uses_db(ctx: Ctx) -> None:
         ctx.db
@@ -171,7 +203,7 @@ HANDLERS = '''
     WORKFLOWS = {
         "five": five, "sleeper": sleeper, "waiter": waiter, "saga": saga, "caught": caught,
         "parent": parent, "doomed_parent": doomed_parent, "long_step": long_step,
-        "uses_db": uses_db, "outage": outage,
+        "uses_db": uses_db, "outage": outage, "outside": outside,
     }
 
 
@@ -188,6 +220,11 @@ HANDLERS = '''
     async def start_then_fail(ctx: Ctx) -> None:
         await ctx.start_workflow(five, id="rolled-back", n=1)
         raise RuntimeError("the handler failed after starting a workflow")
+
+
+    @post("/wf/kick/{run_id:str}")
+    async def start_from_a_job(ctx: Ctx, run_id: str) -> dict:
+        return {"job": await ctx.enqueue(kick, run_id=run_id)}
 
 
     @post("/wf/many")
@@ -382,6 +419,32 @@ def test_a_failing_step_retries_then_fails_the_run_with_a_scrubbed_error(
         f"WHERE run_id = '{run_id}' AND position = 0",
     )[0]
     assert attempts == 3 and SECRET not in error
+
+
+def test_a_step_key_is_stable_across_attempts_and_a_timeout_fails_the_step(
+    project: Project, database: str, node: Node
+) -> None:
+    run_id = start(node, "outside")
+    row = wait_status(project, database, run_id, "succeeded", node)
+    result = json.loads(row["result"])
+    assert result["key"] == f"{run_id}:0"
+    assert result["hangs"] == "timed out after 0.3s"
+    assert (project.root / "keys.log").read_text().splitlines() == [f"{run_id}:0"] * 3
+
+
+def test_a_job_starts_a_workflow_in_its_transaction(
+    project: Project, database: str, node: Node
+) -> None:
+    assert node.post("/api/wf/kick/from-a-job").status_code == 201
+    wait_for(
+        lambda: query(project, database, "SELECT id FROM forge_workflows") == [("from-a-job",)],
+        30,
+        "the job to start the run",
+        node,
+    )
+    row = wait_status(project, database, "from-a-job", "succeeded", node)
+    assert json.loads(row["result"]) == 9
+    assert effects(project, database, "from-a-job") == [f"s{i}" for i in range(5)]
 
 
 def test_the_workflows_own_code_cannot_use_the_database(
