@@ -200,6 +200,9 @@ class Replay:
             work = task.fn(ctx, *args, **kwargs)
             value = await (asyncio.wait_for(work, task.timeout) if task.timeout else work)
             result = to_json(value, f"workflow {self.run.name!r}, step {task.name!r}: the result")
+            if ctx._session is not None:
+                # The step's own writes fail here, as the step's failure, not at the commit.
+                await ctx._session.flush()
         except asyncio.CancelledError:
             # Cut at the drain bound, or the lease is lost: not recorded, it runs again.
             await asyncio.shield(_rollback(ctx))
