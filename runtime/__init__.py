@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         step,
         workflow,
     )
+    from ._workflows.reading import WorkflowRun, WorkflowStep
     from ._workflows.records import WorkflowInfo
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "WorkflowError",
     "WorkflowFailed",
     "WorkflowInfo",
+    "WorkflowRun",
+    "WorkflowStep",
     "__version__",
     "cron",
     "daemon",
@@ -74,6 +77,8 @@ _HOMES = {
     "step": "._project.workflows",
     "workflow": "._project.workflows",
     "WorkflowInfo": "._workflows.records",
+    "WorkflowRun": "._workflows.reading",
+    "WorkflowStep": "._workflows.reading",
 }
 
 

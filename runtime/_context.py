@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._jobs.queue import JobInfo
     from ._project.declarations import JobTask
     from ._project.workflows import WorkflowTask
+    from ._workflows.reading import WorkflowRun
     from ._workflows.records import WorkflowInfo
 
 _MISSING: Any = object()
@@ -231,6 +232,13 @@ class Context:
         from ._workflows import control
 
         await control.signal(self.db, run_id, name, payload)
+
+    async def get_workflow(self, run_id: str) -> WorkflowRun | None:
+        """The run `run_id` (status, result, error, each step), read in this context's
+        transaction; None if there is none. Not in a workflow's own code."""
+        from ._workflows.reading import get_run
+
+        return await get_run(self.db, run_id)
 
     async def step(self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> Any:
         """In a workflow: ``fn(ctx, *args, **kwargs)`` once, its result recorded (JSON).

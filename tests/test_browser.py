@@ -55,15 +55,10 @@ def demo_node(project: Project, demo_build: Path) -> Node:
     return node
 
 
-def test_demo_app_in_a_browser(browser: Any, demo_node: Node, tmp_path: Path) -> None:
-    from playwright.sync_api import expect
-
-    node = demo_node
-    context = browser.new_context(base_url=node.url)
-    page = context.new_page()
-
+def watch_problems(page: Any) -> list[str]:
+    """What goes wrong in `page` from now on: console errors and warnings, page errors,
+    failed requests and HTTP answers >= 400."""
     problems: list[str] = []
-    documents: list[str] = []
 
     def on_console(message: Any) -> None:
         if message.type in {"error", "warning"}:
@@ -72,10 +67,6 @@ def test_demo_app_in_a_browser(browser: Any, demo_node: Node, tmp_path: Path) ->
     def on_response(response: Any) -> None:
         if response.status >= 400:
             problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
-
-    def on_request(request: Any) -> None:
-        if request.resource_type == "document":
-            documents.append(request.url)
 
     page.on("console", on_console)
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
@@ -86,6 +77,39 @@ def test_demo_app_in_a_browser(browser: Any, demo_node: Node, tmp_path: Path) ->
         ),
     )
     page.on("response", on_response)
+    return problems
+
+
+def fail_with_screenshot(
+    exc: Exception, page: Any, node: Node, tmp_path: Path, problems: list[str]
+) -> AssertionError:
+    """`exc` with what helps to see why: a screenshot, the URL, the problems, forge's output."""
+    screenshot = tmp_path / "failure.png"
+    try:
+        page.screenshot(path=str(screenshot), full_page=True)
+        saved = f"screenshot: {screenshot}"
+    except Exception as shot_error:
+        saved = f"no screenshot ({shot_error})"
+    return AssertionError(
+        f"{exc}\n{saved}\nat {page.url}\nproblems so far: {problems}\n"
+        f"forge output (tail):\n{node.output()[-3000:]}"
+    )
+
+
+def test_demo_app_in_a_browser(browser: Any, demo_node: Node, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    node = demo_node
+    context = browser.new_context(base_url=node.url)
+    page = context.new_page()
+
+    problems = watch_problems(page)
+    documents: list[str] = []
+
+    def on_request(request: Any) -> None:
+        if request.resource_type == "document":
+            documents.append(request.url)
+
     page.on("request", on_request)
 
     title = f"Browser note {uuid.uuid4().hex[:8]}"
@@ -145,18 +169,83 @@ def test_demo_app_in_a_browser(browser: Any, demo_node: Node, tmp_path: Path) ->
 
         assert problems == [], "\n".join(problems)
 
-    screenshot = tmp_path / "failure.png"
     try:
         flow()
     except Exception as exc:
-        try:
-            page.screenshot(path=str(screenshot), full_page=True)
-            saved = f"screenshot: {screenshot}"
-        except Exception as shot_error:
-            saved = f"no screenshot ({shot_error})"
-        raise AssertionError(
-            f"{exc}\n{saved}\nat {page.url}\nproblems so far: {problems}\n"
-            f"forge output (tail):\n{node.output()[-3000:]}"
-        ) from exc
+        raise fail_with_screenshot(exc, page, node, tmp_path, problems) from exc
+    finally:
+        context.close()
+
+
+def test_publishing_a_note_shows_its_steps_live(
+    browser: Any, demo_node: Node, tmp_path: Path
+) -> None:
+    """The Publish button starts the demo's workflow (handlers/publishing.py); the note's
+    page polls its run and shows each step as it is recorded, until the run ends."""
+    from playwright.sync_api import expect
+
+    node = demo_node
+    created = node.post("/api/notes", json={"title": "To publish", "body": "One.\n\nTwo."})
+    assert created.status_code == 201, created.text
+    note_id = created.json()["id"]
+
+    context = browser.new_context(base_url=node.url)
+    page = context.new_page()
+    problems = watch_problems(page)
+    polls: list[str] = []
+    page.on(
+        "request",
+        lambda request: polls.append(request.url) if request.url.endswith("/publication") else None,
+    )
+
+    def flow() -> None:
+        page.goto(f"/notes/{note_id}")
+        publication = page.get_by_test_id("publication")
+        expect(publication).to_have_attribute("data-status", "unpublished")
+        expect(publication).to_contain_text("Not published yet.")
+        button = page.get_by_test_id("publish")
+        expect(button).to_have_text("Publish")
+
+        button.click()
+        expect(button).to_be_disabled()
+        # Two pauses of 2 s, and the job poll between turns: well within 30 s.
+        status = page.get_by_test_id("publication-status")
+        expect(status).to_have_text("succeeded", timeout=30_000)
+        steps = page.get_by_test_id("publication-step")
+        done = page.locator(
+            '[data-testid="publication-step"][data-kind="step"][data-status="done"]'
+        )
+        expect(done).to_have_count(3)
+        assert [done.nth(i).get_attribute("data-name") for i in range(3)] == [
+            "proofread",
+            "render",
+            "announce",
+        ]
+        expect(steps).to_have_count(5)  # and the two pauses between them, done too
+        expect(steps.filter(has_text="pause")).to_have_count(2)
+        expect(
+            page.locator('[data-testid="publication-step"]:not([data-status="done"])')
+        ).to_have_count(0)
+        expect(button).to_have_text("Published")
+        expect(publication).to_have_attribute("data-status", "succeeded")
+
+        # The page polled while the run went on, and stopped once it ended.
+        assert len(polls) >= 3, polls
+        seen = len(polls)
+        page.wait_for_timeout(1500)
+        assert len(polls) == seen, "the page still polls a run that ended"
+
+        # The run is the API's too, and a reload shows it as it ended.
+        api = node.get(f"/api/notes/{note_id}/publication").json()
+        assert api["run"] == f"publish-note-{note_id}" and api["status"] == "succeeded"
+        page.reload()
+        expect(status).to_have_text("succeeded")
+        expect(done).to_have_count(3)
+        assert problems == [], "\n".join(problems)
+
+    try:
+        flow()
+    except Exception as exc:
+        raise fail_with_screenshot(exc, page, node, tmp_path, problems) from exc
     finally:
         context.close()

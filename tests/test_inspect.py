@@ -17,7 +17,7 @@ from runtime._db.chains import RUNTIME_SCHEMA
 from runtime._db.revisions import revision_files
 
 RUNTIME_REVISIONS = len(revision_files(RUNTIME_SCHEMA))
-DEMO_REVISIONS = 2
+DEMO_REVISIONS = 3
 SECRETS = ["s3cr3t-db-Pa55", "s3cr3t-api-key", "s3cr3t-stripe", "s3cr3t-session"]
 
 

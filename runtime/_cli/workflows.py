@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .. import _config as config
 from .._db import session_engine
 from .._db.faults import is_unavailable
-from .._db.times import as_utc, utcnow
+from .._db.times import as_utc
 from .._errors import ForgeError, first_line
 from .._workflows import control
+from .._workflows.reading import WorkflowRun, WorkflowStep, get_run
 from .._workflows.tables import ENDED, STATES, WAITING, runs, steps
 from .common import config_option, reports_errors, with_database
 from .jobs import database_hint
@@ -74,21 +75,19 @@ def workflows_show(config_file: str | None, run_id: str) -> None:
     """A run and each of its positions: status, attempts, duration, result or error."""
     settings = config.load(config_file)
 
-    async def read(connection: AsyncConnection) -> tuple[Any, list[Any]]:
-        run = (await connection.execute(select(runs).where(runs.c.id == run_id))).first()
+    async def read(connection: AsyncConnection) -> WorkflowRun:
+        run = await get_run(connection, run_id)
         if run is None:
             raise ForgeError(f"no workflow run {run_id!r}", hint="forge workflows:list shows them")
-        recorded = await connection.execute(
-            select(steps).where(steps.c.run_id == run_id).order_by(steps.c.position)
-        )
-        return run, list(recorded)
+        return run
 
-    run, recorded = _on(settings, read)
+    run = _on(settings, read)
     click.echo(f"run       {run.id}")
     click.echo(f"workflow  {run.name} v{run.version} (queue {run.queue})")
     ending = run.ending and run.status not in ENDED
-    status = run.status + (f", to end {run.ending} once compensated" if ending else "")
-    click.echo(f"status    {status}")
+    click.echo(
+        f"status    {run.status}" + (f", to end {run.ending} once compensated" if ending else "")
+    )
     if run.status == WAITING:
         click.echo(f"waiting   for {run.waiting_for!r} until {_when(run.wake_at)}")
     elif run.wake_at is not None:
@@ -98,22 +97,23 @@ def workflows_show(config_file: str | None, run_id: str) -> None:
         click.echo(f"ended     {_when(run.finished_at)}")
     if run.parent_id:
         click.echo(f"parent    {run.parent_id}")
-    click.echo(f"arguments {_cut(run.args)}")
+    click.echo(f"arguments {_cut(json.dumps(run.arguments))}")
     if run.result is not None:
-        click.echo(f"result    {_cut(run.result)}")
+        click.echo(f"result    {_cut(json.dumps(run.result))}")
     if run.error:
         click.echo(f"error     {_cut(run.error)}")
-    if not recorded:
+    if not run.steps:
         click.echo("no steps recorded")
         return
     click.echo("")
     click.echo(f"{'#':>3}  {'kind':6} {'status':10} {'tries':>5} {'took':>8}  name / outcome")
-    for row in recorded:
+    for recorded in run.steps:
+        status = "undone" if recorded.compensated else recorded.status
         click.echo(
-            f"{row.position + 1:>3}  {row.kind:6} {_step_status(row):10} {row.attempts:>5} "
-            f"{_took(row):>8}  {row.name}"
+            f"{recorded.position + 1:>3}  {recorded.kind:6} {status:10} {recorded.attempts:>5} "
+            f"{_took(recorded):>8}  {recorded.name}"
         )
-        outcome = _outcome(row)
+        outcome = _outcome(recorded)
         if outcome:
             click.echo(f"{'':>38}{outcome}")
 
@@ -235,26 +235,18 @@ def _cut(text: str | None) -> str:
     return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
 
 
-def _step_status(row: Any) -> str:
-    if row.compensated_at is not None:
-        return "undone"
-    if row.kind == "sleep":
-        return "slept" if as_utc(row.wake_at) <= utcnow() else "sleeping"
-    return str(row.status)
-
-
-def _took(row: Any) -> str:
-    if row.finished_at is None or row.kind in ("sleep", "wait"):
+def _took(recorded: WorkflowStep) -> str:
+    if recorded.finished_at is None or recorded.kind in ("sleep", "wait"):
         return "-"
-    seconds = (as_utc(row.finished_at) - as_utc(row.started_at)).total_seconds()
+    seconds = (recorded.finished_at - recorded.started_at).total_seconds()
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def _outcome(row: Any) -> str:
-    if row.kind in ("sleep", "wait") and row.status not in ("done",):
-        return f"until {_when(row.wake_at)}" if row.wake_at is not None else "no deadline"
-    if row.error:
-        return f"error: {_cut(row.error)}"
-    if row.result is not None:
-        return f"-> {_cut(row.result)}"
+def _outcome(recorded: WorkflowStep) -> str:
+    if recorded.kind == "sleep" or (recorded.kind == "wait" and recorded.status != "done"):
+        return f"until {_when(recorded.wake_at)}" if recorded.wake_at else "no deadline"
+    if recorded.error:
+        return f"error: {_cut(recorded.error)}"
+    if recorded.result is not None:
+        return f"-> {_cut(json.dumps(recorded.result))}"
     return ""

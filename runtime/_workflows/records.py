@@ -9,7 +9,7 @@ a step's database effect, committed with its record, happens once.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .._db.raw import driver_connection
 from .._db.times import as_utc, utcnow
 from .control import ENDED_SIGNAL, Executor, deliver, dialect_of, enqueue_turn, locked_run
-from .tables import ENDED, RETRYING, RUNNING, SLEEPING, SUCCEEDED, WAITING, runs, signals, steps
+from .tables import (
+    DONE,
+    ENDED,
+    RETRYING,
+    RUNNING,
+    SLEEPING,
+    SUCCEEDED,
+    WAITING,
+    runs,
+    signals,
+    steps,
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,22 @@ async def begin_turn(engine: AsyncEngine, run_id: str, turn: int) -> tuple[Any, 
         ).first()
         if run is None:
             return None, {}
-        return run, await _records(connection, run_id)
+        recorded = await _records(connection, run_id)
+        now = utcnow()
+        slept = [
+            record
+            for record in recorded.values()
+            if record.status == SLEEPING and record.wake_at is not None and record.wake_at <= now
+        ]
+        if slept:  # woken: the sleeps behind it are done
+            await connection.execute(
+                update(steps)
+                .where(steps.c.run_id == run_id, steps.c.position.in_([r.position for r in slept]))
+                .values(status=DONE, finished_at=steps.c.wake_at)
+            )
+            for record in slept:
+                recorded[record.position] = replace(record, status=DONE)
+        return run, recorded
 
 
 async def _records(executor: Executor, run_id: str) -> dict[int, Record]:

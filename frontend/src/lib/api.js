@@ -56,6 +56,18 @@ export const createNote = (note) =>
 /** @param {number} id */
 export const deleteNote = (id) => request(`/api/notes/${id}`, { method: 'DELETE' });
 
+/**
+ * Start publishing a note (a durable workflow); a second call gets the same run.
+ * @param {number} id
+ */
+export const publishNote = (id) => request(`/api/notes/${id}/publish`, { method: 'POST' });
+
+/**
+ * The note's publication run and its steps so far (status null: never published).
+ * @param {number} id
+ */
+export const getPublication = (id) => request(`/api/notes/${id}/publication`);
+
 export const getHello = () => request('/api/hello');
 
 // 503 responses from the readiness endpoint still carry a JSON body.
