@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -73,6 +73,10 @@ async def begin_turn(engine: AsyncEngine, run_id: str, turn: int) -> tuple[Any, 
     (None, {}) if the run moved on to another turn or ended: a stale wake-up.
     """
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Only a marker, redone by any turn that replays this one: no need to wait
+            # for the WAL's flush (a later durable commit flushes it in order anyway).
+            await connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
         run = (
             await connection.execute(
                 update(runs)
