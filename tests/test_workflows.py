@@ -196,6 +196,11 @@ HANDLERS = '''
 
 
     @workflow
+    async def bad_step_argument(ctx: Ctx) -> None:
+        await ctx.step(write, label={"a", "set"})
+
+
+    @workflow
     async def uses_db(ctx: Ctx) -> None:
         ctx.db
 
@@ -204,6 +209,7 @@ HANDLERS = '''
         "five": five, "sleeper": sleeper, "waiter": waiter, "saga": saga, "caught": caught,
         "parent": parent, "doomed_parent": doomed_parent, "long_step": long_step,
         "uses_db": uses_db, "outage": outage, "outside": outside,
+        "bad_step_argument": bad_step_argument,
     }
 
 
@@ -445,6 +451,17 @@ def test_a_job_starts_a_workflow_in_its_transaction(
     row = wait_status(project, database, "from-a-job", "succeeded", node)
     assert json.loads(row["result"]) == 9
     assert effects(project, database, "from-a-job") == [f"s{i}" for i in range(5)]
+
+
+def test_a_step_argument_that_is_no_json_names_the_workflow_step_and_argument(
+    project: Project, database: str, node: Node
+) -> None:
+    run_id = start(node, "bad_step_argument")
+    error = wait_status(project, database, run_id, "failed", node)["error"]
+    assert "workflow 'handlers.wftest.bad_step_argument'" in error
+    assert "step 'handlers.wftest.write'" in error and "argument 'label'" in error
+    assert "not JSON-serialisable" in error
+    assert effects(project, database, run_id) == []
 
 
 def test_the_workflows_own_code_cannot_use_the_database(
