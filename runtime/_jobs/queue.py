@@ -112,7 +112,7 @@ async def enqueue(
     """
     values = _row(task, kwargs, delay, utcnow())
     values["idempotency_key"] = idempotency_key
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = insert(jobs).values(**values)
     if idempotency_key is not None:
@@ -144,7 +144,7 @@ async def enqueue_many(
     rows = [_row(task, dict(kwargs), delay, now) for kwargs in arguments]
     if not rows:
         return []
-    if _dialect(session) == "postgresql":
+    if dialect_of(session) == "postgresql":
         # One statement whatever the count: the arguments go as one array
         # (a VALUES list would run into the protocol's 32,767 parameters).
         first = rows[0]
@@ -201,7 +201,10 @@ def _row(
     }
 
 
-def _dialect(session: AsyncSession | AsyncConnection) -> str:
+def dialect_of(session: AsyncSession | AsyncConnection) -> str:
+    """The name of the database dialect `session` (or connection) speaks."""
+    if isinstance(session, AsyncConnection):
+        return session.dialect.name
     return session.bind.dialect.name if session.bind is not None else "sqlite"
 
 
@@ -249,4 +252,13 @@ async def prune(connection: AsyncConnection, older_than: datetime, batch: int) -
     return int(result.rowcount or 0)
 
 
-__all__ = ["JobInfo", "Requeue", "enqueue", "enqueue_many", "jobs", "prune", "requeue_orphans"]
+__all__ = [
+    "JobInfo",
+    "Requeue",
+    "dialect_of",
+    "enqueue",
+    "enqueue_many",
+    "jobs",
+    "prune",
+    "requeue_orphans",
+]

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from .._db.times import utcnow
-from .._jobs.queue import QUEUED, jobs, notify
+from .._jobs.queue import QUEUED, dialect_of, jobs, notify
 from .._project.workflows import WorkflowError, WorkflowTask, to_json
 from .tables import (
     BLOCKED,
@@ -213,10 +213,3 @@ async def retry(executor: Executor, run_id: str, version: int | None = None) -> 
             )
     await executor.execute(update(runs).where(runs.c.id == run_id).values(**values))
     await wake(executor, run_id, run.queue)
-
-
-def dialect_of(executor: Executor) -> str:
-    """The name of the database dialect `executor` speaks."""
-    if isinstance(executor, AsyncConnection):
-        return executor.dialect.name
-    return executor.bind.dialect.name if executor.bind is not None else "sqlite"

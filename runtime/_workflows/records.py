@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._db.raw import driver_connection
 from .._db.times import as_utc, utcnow
-from .control import ENDED_SIGNAL, Executor, deliver, dialect_of, enqueue_turn, locked_run
+from .._jobs.queue import dialect_of
+from .control import ENDED_SIGNAL, Executor, deliver, enqueue_turn, locked_run
 from .tables import (
     DONE,
     ENDED,
