@@ -155,17 +155,19 @@ JOBS_DEFAULTS = "forge (defaults: concurrency 10)"
 JOBS_TUNED = "forge (concurrency 100)"
 
 
-def _jobs_over_peer(forge: str, peer_prefix: str, peer_setting: str) -> Measure:
-    """Forge's jobs/s over that of the peer row whose stack starts and ends as given."""
+def _over_peer(
+    scenario: str, case: str, forge: str, peer_prefix: str, peer_setting: str
+) -> Measure:
+    """Forge's rate over that of the peer row whose stack starts and ends as given."""
 
     def measure(rows: Sequence[Row]) -> float | None:
-        mine = _find(rows, "jobs", forge, JOBS_THROUGHPUT)
+        mine = _find(rows, scenario, forge, case)
         theirs = next(
             (
                 row
                 for row in rows
-                if row.scenario == "jobs"
-                and row.case == JOBS_THROUGHPUT
+                if row.scenario == scenario
+                and row.case == case
                 and row.stack.startswith(peer_prefix)
                 and row.stack.endswith(f"({peer_setting})")
             ),
@@ -174,6 +176,11 @@ def _jobs_over_peer(forge: str, peer_prefix: str, peer_setting: str) -> Measure:
         return ratio(mine and mine.rps, theirs and theirs.rps)
 
     return measure
+
+
+def _jobs_over_peer(forge: str, peer_prefix: str, peer_setting: str) -> Measure:
+    """Forge's jobs/s over that of the peer queue's row."""
+    return _over_peer("jobs", JOBS_THROUGHPUT, forge, peer_prefix, peer_setting)
 
 
 def _latency(case: str, attribute: str) -> Measure:
@@ -253,23 +260,13 @@ WORKFLOWS_PEER_SETTING = "queue, defaults"
 
 def _workflows_over_peer() -> Measure:
     """Forge's steps/s over that of the DBOS row whose runs went through a queue."""
-
-    def measure(rows: Sequence[Row]) -> float | None:
-        mine = _find(rows, "workflows", WORKFLOWS_DEFAULTS, WORKFLOWS_THROUGHPUT)
-        theirs = next(
-            (
-                row
-                for row in rows
-                if row.scenario == "workflows"
-                and row.case == WORKFLOWS_THROUGHPUT
-                and row.stack.startswith(WORKFLOWS_PEER)
-                and row.stack.endswith(f"({WORKFLOWS_PEER_SETTING})")
-            ),
-            None,
-        )
-        return ratio(mine and mine.rps, theirs and theirs.rps)
-
-    return measure
+    return _over_peer(
+        "workflows",
+        WORKFLOWS_THROUGHPUT,
+        WORKFLOWS_DEFAULTS,
+        WORKFLOWS_PEER,
+        WORKFLOWS_PEER_SETTING,
+    )
 
 
 WORKFLOW_TARGETS = (
