@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -105,9 +107,9 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside one writer; busy_timeout waits for the writer
     # instead of failing at once with "database is locked".
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    _use_wal(cursor)
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
     # The sqlite3 module only opens transactions before INSERT/UPDATE/DELETE, so
@@ -115,6 +117,24 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # SQLAlchemy instead, which begins them explicitly (see _begin_sqlite); a
     # migration revision is then atomic on SQLite as it is on PostgreSQL.
     dbapi_connection.isolation_level = None
+
+
+def _use_wal(cursor: Any) -> None:
+    # Switching a new database to WAL needs it to itself, and SQLite reports
+    # "database is locked" at once, without its busy handler, when two
+    # processes make the switch together (nodes started side by side on a new
+    # file). Once the file is in WAL mode, reading the mode takes no lock.
+    deadline = time.monotonic() + 30
+    while True:
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0].lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _begin_sqlite(connection: Any) -> None:
