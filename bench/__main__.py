@@ -160,7 +160,8 @@ def _configuration_lines(bench: Bench) -> list[str]:
         f"litestar: bare Litestar {version('litestar')} on the Granian CLI "
         "(`--interface asgi --loop uvloop --workers 1 --no-access-log`), "
         "bench/stacks/litestar_app.py: no access log, no request ids; in the db scenario "
-        "one process serves the row three ways (ORM, Core, asyncpg)",
+        "one process serves the row three ways (ORM, Core, asyncpg); in the cache scenario "
+        "it reads the Redis entry forge reads with a raw redis.asyncio.Redis",
         "raw-asgi: a raw ASGI callable on the same Granian command, bench/stacks/raw_asgi.py",
         f"fastapi: FastAPI {version('fastapi')} on uvicorn {version('uvicorn')} "
         "(`--loop uvloop --http httptools --workers 1 --no-access-log`), "

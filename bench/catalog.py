@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .auth import auth
+from .cache import cache
 from .features import features
 from .harness import Scenario
 from .jobs import jobs
@@ -25,4 +27,6 @@ SCENARIOS = (
     Scenario("large", "11. Large bodies alongside hellos", large),
     Scenario("features", "12. What each default feature costs", features),
     Scenario("workflows", "13. Durable workflows (PostgreSQL)", workflows),
+    Scenario("cache", "14. Cache, cached responses, rate limits", cache),
+    Scenario("auth", "15. Authentication (JWT bearer, argon2id)", auth),
 )

@@ -158,7 +158,11 @@ class Bench:
     @staticmethod
     def wrk(load: Load, duration: int) -> WrkResult:
         return run_wrk(
-            load.url, duration=duration, threads=load.threads, connections=load.connections
+            load.url,
+            duration=duration,
+            threads=load.threads,
+            connections=load.connections,
+            headers=load.headers,
         )
 
     @contextmanager
@@ -183,6 +187,8 @@ class Load:
     threads: int = THREADS
     """wrk's threads (``-t``) and connections (``-c``) for this URL."""
     connections: int = CONNECTIONS
+    headers: tuple[tuple[str, str], ...] = ()
+    """Request headers (name, value) wrk sends with every request (``-H``)."""
 
 
 def throughput_row(scenario: str, load: Load, runs: Sequence[WrkResult]) -> Row:

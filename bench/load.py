@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 THREADS = 1
@@ -64,13 +65,18 @@ def run_wrk(
     duration: int,
     connections: int = CONNECTIONS,
     threads: int = THREADS,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> WrkResult:
-    """Load `url` for `duration` whole seconds (wrk's own unit) and return what wrk saw."""
+    """Load `url` for `duration` whole seconds (wrk's own unit) and return what wrk saw.
+
+    Each of `headers` (name, value) goes with every request (``wrk -H``).
+    """
     path = wrk_path()
     if path is None:
         raise WrkError("wrk is not installed (Debian: apt-get install wrk)")
     command = [
         *(path, f"-t{threads}", f"-c{connections}", f"-d{max(1, duration)}s"),
+        *(arg for name, value in headers for arg in ("-H", f"{name}: {value}")),
         *("--timeout", "10s", "--latency", url),
     ]
     try:

@@ -26,7 +26,7 @@ FRONTEND_BUILD = REPO / "frontend" / "build"
 # Variables of this shell that would configure the servers behind the demo's
 # back (the runtime's, Granian's and uvicorn's): the servers never see them.
 _CONFIGURING = {"DATABASE_URL", "PORT", "HOST", "SERVER_HOST", "SERVER_PORT", "APP_ENV"}
-_CONFIGURING |= {"LOG_LEVEL", "FORGE_CONFIG"}
+_CONFIGURING |= {"LOG_LEVEL", "FORGE_CONFIG", "REDIS_URL"}
 _CONFIGURING_PREFIXES = ("FORGE_", "GRANIAN_", "UVICORN_")
 
 SLEEP_HANDLER = '''
@@ -114,6 +114,91 @@ async def get_note_fast(ctx: Ctx, note_id: NoteId) -> NoteOut:
     return NoteOut(**row)
 '''
 
+CACHE_HANDLER = '''
+"""The cache scenario's routes: a ``ctx.cache`` hit, a cached response, rate-limited ones.
+
+The cached and the rate-limited greetings are the demo's ``GET /api/hello``
+(handlers/hello.py) with a decorator more, so that only the decorator differs.
+"""
+
+from typing import Any
+
+from litestar import Request, get, post
+from litestar.exceptions import NotFoundException
+from litestar.params import FromQuery
+
+from runtime import Ctx, cached, rate_limit
+from runtime._http.rate_limits import LIMITER_KEY
+
+KEY = "bench-key"
+calls = 0
+"""Times the cached greeting ran: once per expiry, if its responses come from the cache."""
+
+
+@post("/bench/cache-seed", status_code=200)
+async def seed(ctx: Ctx, data: dict[str, Any]) -> dict[str, Any]:
+    await ctx.cache.set(KEY, data)
+    return data
+
+
+@get("/bench/cache-hit")
+async def cache_hit(ctx: Ctx) -> dict[str, Any]:
+    value = await ctx.cache.get(KEY)
+    if value is None:
+        raise NotFoundException(f"{KEY} is not in the cache")
+    return value
+
+
+@cached(60)
+@get("/bench/cached")
+async def cached_hello(ctx: Ctx, name: FromQuery[str] = "world") -> dict[str, str]:
+    global calls
+    calls += 1
+    return {"message": f"{ctx.env('GREETING', 'Hello')}, {name}!"}
+
+
+@get("/bench/cached/calls")
+async def cached_calls() -> dict[str, int]:
+    return {"calls": calls}
+
+
+@rate_limit("100000000/minute", key="global")
+@get("/bench/limited")
+async def limited_hello(ctx: Ctx, name: FromQuery[str] = "world") -> dict[str, str]:
+    return {"message": f"{ctx.env('GREETING', 'Hello')}, {name}!"}
+
+
+@rate_limit("1/minute", key="global")
+@get("/bench/limited-once")
+async def limited_once() -> dict[str, bool]:
+    return {"ok": True}
+
+
+@get("/bench/cache-failures")
+async def failures(ctx: Ctx, request: Request[Any, Any, Any]) -> dict[str, int]:
+    """Operations the backend failed (past [cache].timeout) in this worker: a rate limit's
+    hit let through uncounted, a ctx.cache or cached response's miss."""
+    return {
+        "cache": ctx.cache.outages.failures,
+        "rate_limit": request.app.state[LIMITER_KEY].outages.failures,
+    }
+'''
+
+AUTH_HANDLER = '''
+"""The auth scenario's check: who the runtime says made the request (``ctx.auth``)."""
+
+from typing import Any
+
+from litestar import get
+
+from runtime import Ctx
+
+
+@get("/bench/whoami")
+async def whoami(ctx: Ctx) -> dict[str, Any]:
+    return {"user_id": ctx.auth.user_id, "roles": sorted(ctx.auth.roles)}
+'''
+
 PENDING_REVISION_NAME = "9999_bench_pending.sql"
 PENDING_REVISION = """
 -- A trivial revision, left pending before each cold start of the benchmark.
@@ -198,6 +283,25 @@ class DemoProject:
     def add_fast_read_handler(self) -> None:
         """``GET /api/fast/notes/{id}``: the demo's note through ``ctx.fetch_one``."""
         (self.root / "handlers" / "bench_fast_read.py").write_text(FAST_READ_HANDLER.lstrip())
+
+    def add_cache_handlers(self) -> None:
+        """``POST /api/bench/cache-seed`` and ``GET /api/bench/cache-hit`` (``ctx.cache``),
+        ``GET /api/bench/cached`` (``@cached(60)``) and ``GET /api/bench/cached/calls``,
+        ``GET /api/bench/limited`` (a limit never reached), ``GET /api/bench/limited-once``
+        (``1/minute``) and ``GET /api/bench/cache-failures`` (the backend's failures)."""
+        (self.root / "handlers" / "bench_cache.py").write_text(CACHE_HANDLER.lstrip())
+
+    def without_auth(self) -> None:
+        """The demo without its ``[auth]``: no authentication middleware at all."""
+        path = self.root / "forge.toml"
+        with path.open("rb") as file:
+            config = tomllib.load(file)
+        config.pop("auth", None)
+        path.write_text(tomli_w.dumps(config))
+
+    def add_auth_handler(self) -> None:
+        """``GET /api/bench/whoami``: the request's ``ctx.auth`` (user id and roles)."""
+        (self.root / "handlers" / "bench_auth.py").write_text(AUTH_HANDLER.lstrip())
 
     def add_pending_revision(self) -> None:
         text = textwrap.dedent(PENDING_REVISION).lstrip()

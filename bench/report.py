@@ -279,6 +279,70 @@ WORKFLOW_TARGETS = (
     ),
 )
 
+CACHE_REDIS = "Redis"
+CACHE_SQLITE = "SQLite, the default"
+CACHE_POSTGRES = "PostgreSQL"
+CACHE_MEMORY = "memory"
+CACHE_HELLO = "GET /api/hello"
+CACHE_GET = "ctx.cache.get, a hit"
+CACHE_CACHED = "@cached(60) GET"
+CACHE_LIMITED = "@rate_limit GET, never over"
+
+
+def cache_case(what: str, backend: str) -> str:
+    """A case of the cache scenario: what is measured, on which backend."""
+    return f"{what} (cache on {backend})"
+
+
+CACHE_TARGETS = (
+    Target(
+        "Cache: ctx.cache.get of a hit on Redis >= 0.8 x raw redis-py asyncio (bare Litestar)",
+        _between(
+            "cache",
+            "forge",
+            cache_case(CACHE_GET, CACHE_REDIS),
+            BASELINE,
+            cache_case(CACHE_GET, CACHE_REDIS),
+        ),
+        limit=0.8,
+        at_least=True,
+        unit="x",
+    ),
+    *(
+        Target(
+            f"Cache: @cached(60) GET >= 0.9 x forge's JSON hello (cache on {backend})",
+            _between(
+                "cache",
+                "forge",
+                cache_case(CACHE_CACHED, backend),
+                "forge",
+                cache_case(CACHE_HELLO, backend),
+            ),
+            limit=0.9,
+            at_least=True,
+            unit="x",
+        )
+        for backend in (CACHE_SQLITE, CACHE_REDIS)
+    ),
+)
+
+AUTH_NONE = "GET /api/hello, no [auth]"
+AUTH_ANONYMOUS = "GET /api/hello, [auth] on, anonymous (no token)"
+AUTH_BEARER = "GET /api/hello, [auth] on, HS256 bearer token"
+AUTH_HASH = "argon2id hash: runtime.auth.hash_password"
+AUTH_VERIFY = "argon2id verify: runtime.auth.verify_password"
+
+AUTH_TARGETS = (
+    Target(
+        "Auth: a JSON hello with an HS256 bearer token >= 0.85 x the anonymous one "
+        "(same server, [auth] on)",
+        _between("auth", "forge", AUTH_BEARER, "forge", AUTH_ANONYMOUS),
+        limit=0.85,
+        at_least=True,
+        unit="x",
+    ),
+)
+
 TARGETS = (
     Target(
         "JSON hello: forge >= 0.95 x litestar",
@@ -353,6 +417,8 @@ TARGETS = (
     ),
     *JOB_TARGETS,
     *WORKFLOW_TARGETS,
+    *CACHE_TARGETS,
+    *AUTH_TARGETS,
 )
 
 

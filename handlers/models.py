@@ -21,6 +21,10 @@ class Note(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=lambda: datetime.now(UTC), index=True
     )
+    # The users table is handlers/auth.py's (forge new auth); migration 0005
+    # holds the foreign key, ON DELETE CASCADE.
+    author_id: Mapped[int | None] = mapped_column(default=None, index=True)
+    """The user who wrote it, who alone may see it; None: everyone's."""
 
 
 class NotePublication(Base):

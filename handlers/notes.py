@@ -1,4 +1,9 @@
-"""A small notes API that reads and writes through ``ctx.db``."""
+"""A small notes API that reads and writes through ``ctx.db``.
+
+Notes written signed in belong to their author: nobody else sees, publishes or
+deletes them (they are "not found", as if they did not exist). Notes written
+signed out are everyone's. Accounts come from ``handlers/auth.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from msgspec import Meta, Struct
 from sqlalchemy import delete as delete_rows
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from runtime import Ctx, ErrorBody
 
@@ -26,6 +31,11 @@ NO_NUL = r"^[^\x00]*$"
 NOT_FOUND = {404: ResponseSpec(ErrorBody, generate_examples=False, description="No such note")}
 
 
+def words_key(note_id: int) -> str:
+    """The cache key of a note's top words (`stats.top_words`)."""
+    return f"note:{note_id}:words"
+
+
 class NewNote(Struct):
     title: Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
     body: Annotated[str, Meta(max_length=100_000, pattern=NO_NUL)] = ""
@@ -36,6 +46,8 @@ class NoteOut(Struct):
     title: str
     body: str
     created_at: datetime
+    private: bool = False
+    """Written signed in: only its author sees it."""
 
     @classmethod
     def of(cls, note: Note) -> NoteOut:
@@ -43,26 +55,40 @@ class NoteOut(Struct):
         created_at = note.created_at
         if created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=UTC)
-        return cls(id=note.id, title=note.title, body=note.body, created_at=created_at)
+        private = note.author_id is not None
+        return cls(note.id, note.title, note.body, created_at, private)
+
+
+def author_of(ctx: Ctx) -> int | None:
+    """The signed-in user's id (their tokens' ``sub``), None when signed out."""
+    return int(ctx.auth.user_id) if ctx.auth.user_id is not None else None
+
+
+async def readable_note(ctx: Ctx, note_id: int) -> Note:
+    """The note, if it is everyone's or the caller's own; else 404, so that another
+    user's notes do not even show that they exist."""
+    note = await ctx.db.get(Note, note_id)
+    if note is None or note.author_id not in (None, author_of(ctx)):
+        raise NotFoundException(f"note {note_id} not found")
+    return note
 
 
 @get("/notes")
 async def list_notes(ctx: Ctx) -> list[NoteOut]:
-    notes = await ctx.db.scalars(select(Note).order_by(Note.id.desc()).limit(500))
-    return [NoteOut.of(note) for note in notes]
+    """Everyone's notes, and the caller's own: newest first."""
+    readable = or_(Note.author_id.is_(None), Note.author_id == author_of(ctx))
+    query = select(Note).where(readable).order_by(Note.id.desc()).limit(500)
+    return [NoteOut.of(note) for note in await ctx.db.scalars(query)]
 
 
 @get("/notes/{note_id:int}", responses=NOT_FOUND)
 async def get_note(ctx: Ctx, note_id: NoteId) -> NoteOut:
-    note = await ctx.db.get(Note, note_id)
-    if note is None:
-        raise NotFoundException(f"note {note_id} not found")
-    return NoteOut.of(note)
+    return NoteOut.of(await readable_note(ctx, note_id))
 
 
 @post("/notes")
 async def create_note(ctx: Ctx, data: JSONBody[NewNote]) -> NoteOut:
-    note = Note(title=data.title, body=data.body)
+    note = Note(title=data.title, body=data.body, author_id=author_of(ctx))
     ctx.db.add(note)
     await ctx.db.flush()
     # In this request's transaction: no note, no job.
@@ -75,6 +101,8 @@ async def create_note(ctx: Ctx, data: JSONBody[NewNote]) -> NoteOut:
 async def delete_note(ctx: Ctx, note_id: NoteId) -> None:
     # One DELETE rather than a read then a write: on SQLite, a transaction that
     # read first cannot wait for a concurrent writer and fails "database is locked".
-    deleted = await ctx.db.execute(delete_rows(Note).where(Note.id == note_id))
+    mine = or_(Note.author_id.is_(None), Note.author_id == author_of(ctx))
+    deleted = await ctx.db.execute(delete_rows(Note).where(Note.id == note_id, mine))
     if deleted.rowcount == 0:
         raise NotFoundException(f"note {note_id} not found")
+    await ctx.cache.delete(words_key(note_id))  # stats.top_words' cached result

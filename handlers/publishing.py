@@ -13,14 +13,13 @@ from datetime import datetime
 from html import escape
 
 from litestar import get, post
-from litestar.exceptions import NotFoundException
 from litestar.status_codes import HTTP_202_ACCEPTED
 from msgspec import Struct
 
 from runtime import Ctx, step, workflow
 
 from .models import Note, NotePublication
-from .notes import NOT_FOUND, NoteId
+from .notes import NOT_FOUND, NoteId, readable_note
 
 PAUSE = "2s"
 """Between two stages: long enough to watch the run sleep on the note's page."""
@@ -125,15 +124,10 @@ async def publication_of(ctx: Ctx, note_id: int) -> Publication:
     return Publication(run=run_id, status=run.status, error=run.error, steps=steps)
 
 
-async def _existing(ctx: Ctx, note_id: int) -> None:
-    if await ctx.db.get(Note, note_id) is None:
-        raise NotFoundException(f"note {note_id} not found")
-
-
 @post("/notes/{note_id:int}/publish", status_code=HTTP_202_ACCEPTED, responses=NOT_FOUND)
 async def publish(ctx: Ctx, note_id: NoteId) -> Publication:
     """Start publishing the note, or get the publication already started."""
-    await _existing(ctx, note_id)
+    await readable_note(ctx, note_id)
     # In this request's transaction; the id makes a second click get the same run.
     await ctx.start_workflow(publish_note, id=run_id_of(note_id), note_id=note_id)
     return await publication_of(ctx, note_id)
@@ -142,5 +136,5 @@ async def publish(ctx: Ctx, note_id: NoteId) -> Publication:
 @get("/notes/{note_id:int}/publication", responses=NOT_FOUND)
 async def get_publication(ctx: Ctx, note_id: NoteId) -> Publication:
     """The note's publication run and its steps so far."""
-    await _existing(ctx, note_id)
+    await readable_note(ctx, note_id)
     return await publication_of(ctx, note_id)

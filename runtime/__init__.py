@@ -21,10 +21,15 @@ from typing import TYPE_CHECKING, Any
 from .__version__ import __version__
 
 if TYPE_CHECKING:
+    from ._auth import Auth
+    from ._cache import Cache, CacheError, CacheUnavailable
     from ._context import Context, Ctx, Env, MissingEnvError
+    from ._http.authentication import requires_auth, requires_role
     from ._http.errors import ErrorBody
+    from ._http.webhooks import webhook
     from ._jobs.queue import JobInfo
     from ._project.declarations import JobError, cron, daemon, job
+    from ._project.http_options import RateLimitError, cached, public, rate_limit
     from ._project.workflows import (
         StepFailed,
         WaitTimeout,
@@ -37,6 +42,10 @@ if TYPE_CHECKING:
     from ._workflows.records import WorkflowInfo
 
 __all__ = [
+    "Auth",
+    "Cache",
+    "CacheError",
+    "CacheUnavailable",
     "Context",
     "Ctx",
     "Env",
@@ -44,6 +53,7 @@ __all__ = [
     "JobError",
     "JobInfo",
     "MissingEnvError",
+    "RateLimitError",
     "StepFailed",
     "WaitTimeout",
     "WorkflowError",
@@ -52,14 +62,28 @@ __all__ = [
     "WorkflowRun",
     "WorkflowStep",
     "__version__",
+    "cached",
     "cron",
     "daemon",
     "job",
+    "public",
+    "rate_limit",
+    "requires_auth",
+    "requires_role",
     "step",
+    "webhook",
     "workflow",
 ]
 
 _HOMES = {
+    "Auth": "._auth",
+    "requires_auth": "._http.authentication",
+    "requires_role": "._http.authentication",
+    "public": "._project.http_options",
+    "webhook": "._http.webhooks",
+    "Cache": "._cache",
+    "CacheError": "._cache",
+    "CacheUnavailable": "._cache",
     "Context": "._context",
     "Ctx": "._context",
     "Env": "._context",
@@ -70,6 +94,9 @@ _HOMES = {
     "daemon": "._project.declarations",
     "job": "._project.declarations",
     "JobInfo": "._jobs.queue",
+    "RateLimitError": "._project.http_options",
+    "cached": "._project.http_options",
+    "rate_limit": "._project.http_options",
     "StepFailed": "._project.workflows",
     "WaitTimeout": "._project.workflows",
     "WorkflowError": "._project.workflows",

@@ -1,4 +1,4 @@
-"""What a handler gets as ``ctx``: the environment, a database session, a logger.
+"""What a handler gets as ``ctx``: the environment, a database session, the cache, a logger.
 
 @get("/hello")
 async def hello(ctx: Ctx) -> dict[str, str]:
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ._auth.identity import ANONYMOUS, Auth, auth_of
 from ._db import fast_reads
 from ._errors import ForgeError
 from ._project.workflows import WorkflowError
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from litestar import Request
     from sqlalchemy.sql.expression import SelectBase
 
+    from ._cache import Cache
     from ._config import Settings
     from ._jobs.queue import JobInfo
     from ._project.declarations import JobTask
@@ -89,6 +91,7 @@ class Context:
     """Per-request access to the app's config, environment, database and logger."""
 
     __slots__ = (
+        "_cache",
         "_log",
         "_request",
         "_scope",
@@ -111,6 +114,7 @@ class Context:
         sessionmaker: async_sessionmaker[AsyncSession] | None,
         scope: Any = None,
         request_id: str = "-",
+        cache: Cache | None = None,
     ) -> None:
         self.config = config
         self.env = env
@@ -118,6 +122,7 @@ class Context:
         self._scope = scope
         self._request: Request[Any, Any, Any] | None = None
         self._sessionmaker = sessionmaker
+        self._cache = cache
         self._session: AsyncSession | None = None
         self._log: RequestLogger | None = None
         self.job: JobInfo | None = None
@@ -143,15 +148,35 @@ class Context:
         """This request's session; opened on first use, committed when the handler returns."""
         if self._session is None:
             if self._workflow is not None:
-                raise WorkflowError(
-                    f"workflow {self._workflow.run.name!r}: ctx.db is not available in a "
-                    "workflow's own code, which runs again on every resume",
-                    hint="do database work in a step: await ctx.step(fn, ...) with fn using ctx.db",
-                )
+                raise self._not_in_workflow("db", "do database work in a step")
             if self._sessionmaker is None:
                 raise RuntimeError("no database is configured for this context")
             self._session = self._sessionmaker()
         return self._session
+
+    @property
+    def auth(self) -> Auth:
+        """Who made the request (``user_id``, ``claims``, ``roles``, ``require(*roles)``);
+        anonymous without a valid token, and outside a request."""
+        return ANONYMOUS if self._scope is None else auth_of(self._scope)
+
+    @property
+    def cache(self) -> Cache:
+        """The app's cache (``[cache]``): JSON values shared by every node, see `Cache`."""
+        if self._workflow is not None:
+            raise self._not_in_workflow("cache", "read and write the cache in a step")
+        if self._cache is None:
+            raise RuntimeError("no cache is configured for this context")
+        return self._cache
+
+    def _not_in_workflow(self, attribute: str, advice: str) -> WorkflowError:
+        # What the database or the cache answers may change between replays,
+        # and the run would then take another path than the one it recorded.
+        return WorkflowError(
+            f"workflow {self._workflow.run.name!r}: ctx.{attribute} is not available in a "
+            "workflow's own code, which runs again on every resume",
+            hint=f"{advice}: await ctx.step(fn, ...) with fn using ctx.{attribute}",
+        )
 
     async def fetch_one(self, statement: SelectBase, /, **params: Any) -> dict[str, Any] | None:
         """The first row of the Core `statement` with `params`, as a dict; None if none.
@@ -301,6 +326,7 @@ def context_for_scope(scope: Any) -> Context:
         sessionmaker=state["sessionmaker"],
         scope=scope,
         request_id=scope.get("forge.request_id", "-"),
+        cache=state["cache"],
     )
 
 

@@ -280,3 +280,31 @@ def demo_build() -> Path:
             )
     assert (build / "index.html").is_file(), f"no index.html in {build}"
     return build
+
+
+REDIS_URL = os.environ.get("FORGE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_app() -> Iterator[str]:
+    """An app name of its own on the shared Redis; its keys are removed afterwards.
+
+    Set it as ``FORGE_APP__NAME`` with ``FORGE_CACHE__URL=REDIS_URL``: the cache
+    keys every key by the app's name (``forge:<name>:...``).
+    """
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        client.close()
+        skip_or_fail(f"Redis is not reachable at {REDIS_URL}")
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        keys = list(client.scan_iter(match=f"forge:{name}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()

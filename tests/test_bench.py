@@ -14,12 +14,22 @@ import pytest
 from conftest import REPO, skip_or_fail
 
 sys.path.insert(0, str(REPO))  # `bench` is a folder of the repository, not an installed package
+from bench import load
 from bench.load import parse_wrk
 from bench.report import (
+    AUTH_ANONYMOUS,
+    AUTH_BEARER,
+    AUTH_NONE,
+    CACHE_CACHED,
+    CACHE_GET,
+    CACHE_HELLO,
+    CACHE_REDIS,
+    CACHE_SQLITE,
     MEMORY_WORKER,
     WORKFLOWS_DEFAULTS,
     WORKFLOWS_THROUGHPUT,
     Row,
+    cache_case,
     contention_case,
     scaling_case,
     verdicts,
@@ -59,12 +69,25 @@ EXPECTED = {
     ("12. What each default feature costs", "forge - ctx"),
     ("13. Durable workflows (PostgreSQL)", "forge (defaults: concurrency 10)"),
     ("13. Durable workflows (PostgreSQL)", "forge"),
+    ("14. Cache, cached responses, rate limits", "forge"),
+    ("15. Authentication (JWT bearer, argon2id)", "forge"),
 }
+CACHED_TARGET = "Cache: @cached(60) GET >= 0.9 x forge's JSON hello (cache on "
+WITH_REDIS = {("14. Cache, cached responses, rate limits", "litestar")}
+"""Rows there only where Redis answers (the cache scenario's baseline reads it)."""
 COLUMNS = [
     *("Scenario", "Case", "Stack", "req/s", "p50 ms", "p99 ms", "time ms", "RSS MiB"),
     *("us/req", "x litestar"),
 ]
 NUMBER = re.compile(r"^\d[\d,]*(\.\d+)?$")
+
+
+def _redis_reachable() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def _results_table(report: str) -> list[dict[str, str]]:
@@ -107,6 +130,41 @@ def test_wrk_report_is_read_with_its_units() -> None:
     assert result.problems == "12 non-2xx responses, 3 socket errors"
 
 
+def test_wrk_sends_the_headers_of_a_load() -> None:
+    """Real wrk against a real server that notes what arrives."""
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    if shutil.which("wrk") is None:
+        skip_or_fail("wrk is not installed")
+    seen: set[str | None] = set()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.add(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/hello"
+        load.run_wrk(url, duration=1, connections=2, headers=[("Authorization", "Bearer a.b.c")])
+        assert seen == {"Bearer a.b.c"}
+        seen.clear()
+        load.run_wrk(url, duration=1, connections=2)
+        assert seen == {None}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_targets_divide_figures_of_the_same_run() -> None:
     rows = [
         Row("db", "GET /api/notes/{id}", "forge", rps=960),
@@ -122,6 +180,13 @@ def test_targets_divide_figures_of_the_same_run() -> None:
         Row("workflows", WORKFLOWS_THROUGHPUT, WORKFLOWS_DEFAULTS, rps=300),
         Row("workflows", WORKFLOWS_THROUGHPUT, "dbos 3.4.0 (start_workflow_async)", rps=600),
         Row("workflows", WORKFLOWS_THROUGHPUT, "dbos 3.4.0 (queue, defaults)", rps=200),
+        Row("cache", cache_case(CACHE_HELLO, CACHE_SQLITE), "forge", rps=1000),
+        Row("cache", cache_case(CACHE_CACHED, CACHE_SQLITE), "forge", rps=850),
+        Row("cache", cache_case(CACHE_GET, CACHE_REDIS), "forge", rps=900),
+        Row("cache", cache_case(CACHE_GET, CACHE_REDIS), "litestar", rps=1000),
+        Row("auth", AUTH_NONE, "forge", rps=2000),
+        Row("auth", AUTH_ANONYMOUS, "forge", rps=1000),
+        Row("auth", AUTH_BEARER, "forge", rps=800),
     ]
     found = {v.target.label: (v.measured, v.outcome) for v in verdicts(rows)}
     assert found["DB read: forge >= 0.95 x litestar+ORM"] == (pytest.approx(0.96), "PASS")
@@ -133,6 +198,13 @@ def test_targets_divide_figures_of_the_same_run() -> None:
     assert found["Scaling: forge with 2 workers >= 1.6 x forge with 1"] == (1.7, "PASS")
     workflows = next(label for label in found if label.startswith("Workflows: forge step"))
     assert found[workflows] == (1.5, "PASS")  # against the DBOS row of the queue
+    cache_get = next(label for label in found if label.startswith("Cache: ctx.cache.get"))
+    assert found[cache_get] == (0.9, "PASS")  # against raw redis-py, not forge's hello
+    cached = next(label for label in found if label.startswith("Cache: @cached(60)"))
+    assert found[cached] == (0.85, "MISS")  # against forge's own hello, same backend
+    assert found[f"{CACHED_TARGET}{CACHE_REDIS})"] == (None, "n/a")
+    bearer = next(label for label in found if label.startswith("Auth: "))
+    assert found[bearer] == (0.8, "MISS")  # against the same server's anonymous hello
     contention = "Contention: 8 nodes all ready within 3 x the 1-node time"
     assert found[contention] == (None, "n/a")  # 8 nodes were not measured
     rows.append(Row("contention", contention_case(8), "forge", time_ms=3500))
@@ -159,20 +231,24 @@ def test_quick_run_reports_every_stack_and_scenario(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        stdout, stderr = process.communicate(timeout=300)
+        # About 3 minutes alone; the suite's own load beside it can double that.
+        stdout, stderr = process.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGTERM)  # lets it stop its servers and drop its databases
         stdout, stderr = process.communicate(timeout=60)
-        pytest.fail(f"python -m bench --quick took over 5 minutes:\n{stderr[-5000:]}")
+        pytest.fail(f"python -m bench --quick took over 10 minutes:\n{stderr[-5000:]}")
 
     assert process.returncode == 0, stderr[-5000:]
     report = output.read_text()
     assert "| Scenario | Case | Stack |" in stdout
     rows = _results_table(report)
-    assert {(row["Scenario"], row["Stack"]) for row in rows} >= EXPECTED
+    redis = _redis_reachable()
+    assert {(row["Scenario"], row["Stack"]) for row in rows} >= EXPECTED | (
+        WITH_REDIS if redis else set()
+    )
     for row in rows:
-        if row["Notes"].startswith("not run: the bench dependency group"):
-            continue  # a peer queue, where `uv sync --group bench` was not run (CI)
+        if row["Notes"].startswith("not run:"):
+            continue  # a peer, where `uv sync --group bench` was not run (CI), or no Redis
         figures = [row[column] for column in ("req/s", "p50 ms", "time ms", "RSS MiB", "us/req")]
         assert any(NUMBER.match(figure) for figure in figures), row
         if NUMBER.match(row["req/s"]) and not row["Scenario"].startswith(("7.", "13.")):
@@ -183,8 +259,11 @@ def test_quick_run_reports_every_stack_and_scenario(tmp_path: Path) -> None:
         "Idle drain",
         *("Memory", "Scaling"),
         *("Jobs: enqueue to start p50", "Jobs: enqueue to start p99"),
+        f"{CACHED_TARGET}{CACHE_SQLITE})",
+        "Auth: a JSON hello with an HS256 bearer token",
+        *(("Cache: ctx.cache.get", f"{CACHED_TARGET}{CACHE_REDIS})") if redis else ()),
     ):
-        assert re.search(rf"\| {target}.*\| (PASS|MISS) \|", report), target
+        assert re.search(rf"\| {re.escape(target)}.*\| (PASS|MISS) \|", report), target
     # --quick contends with 1 and 2 nodes only: the 8-node target is not measured.
     assert re.search(r"\| Contention: 8 nodes.*\| n/a \|", report)
     for case in ("1 worker", "2 workers"):

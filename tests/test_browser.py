@@ -44,11 +44,19 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
+# The demo's accounts, as its forge.toml has them: sessions in cookies (handlers/auth.py).
+AUTH = """
+[auth]
+jwt_secret = "${JWT_SECRET:-}"
+cookie = "session"
+"""
+
+
 @pytest.fixture
 def demo_node(project: Project, demo_build: Path) -> Node:
     project.write(
         "forge.toml",
-        (project.root / "forge.toml").read_text() + f'\n[frontend]\npath = "{demo_build}"\n',
+        (project.root / "forge.toml").read_text() + f'\n[frontend]\npath = "{demo_build}"\n' + AUTH,
     )
     node = project.start("--no-build")
     node.wait_ready()
@@ -241,6 +249,155 @@ def test_publishing_a_note_shows_its_steps_live(
         page.reload()
         expect(status).to_have_text("succeeded")
         expect(done).to_have_count(3)
+        assert problems == [], "\n".join(problems)
+
+    try:
+        flow()
+    except Exception as exc:
+        raise fail_with_screenshot(exc, page, node, tmp_path, problems) from exc
+    finally:
+        context.close()
+
+
+def test_a_signed_in_note_is_private_in_the_browser(
+    browser: Any, demo_node: Node, tmp_path: Path
+) -> None:
+    """Register and sign in through the login page; a note written signed in shows as
+    private, is gone once signed out (listed nowhere, its page "not found"), and is back
+    on signing in again. A session whose access token expired is refreshed, and a delete
+    carries the CSRF cookie in X-CSRF-Token."""
+    from playwright.sync_api import expect
+
+    node = demo_node
+    shared = node.post("/api/notes", json={"title": "Everyone's note", "body": ""})
+    assert shared.status_code == 201 and shared.json()["private"] is False, shared.text
+
+    context = browser.new_context(base_url=node.url)
+    page = context.new_page()
+    problems = watch_problems(page)
+
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    password = "a long enough password"
+    title = f"Private note {uuid.uuid4().hex[:8]}"
+    notes = page.get_by_test_id("note-item")
+    mine = notes.filter(has_text=title)
+    everyones = notes.filter(has_text="Everyone's note")
+    signed_in_as = page.get_by_test_id("account-email")
+    login_link = page.get_by_test_id("login-link")
+    error = page.get_by_test_id("error")
+
+    def list_loaded() -> None:
+        expect(page).to_have_url(node.url + "/")
+        expect(page.get_by_test_id("note-list")).to_have_attribute("aria-busy", "false")
+        expect(everyones).to_have_count(1)
+
+    def submit_login(button: str, secret: str = password) -> None:
+        page.get_by_test_id("login-email").fill(email)
+        page.get_by_test_id("login-password").fill(secret)
+        page.get_by_test_id(button).click()
+
+    def csrf_cookie() -> str:
+        return next(c["value"] for c in context.cookies() if c["name"] == "session_csrf")
+
+    def flow() -> None:
+        page.goto("/")
+        list_loaded()
+        expect(login_link).to_be_visible()
+        expect(signed_in_as).to_have_count(0)
+        expect(everyones.get_by_test_id("note-private")).to_have_count(0)
+
+        # A new account, through the login page: signed in, back on the list.
+        login_link.click()
+        expect(page).to_have_url(node.url + "/login")
+        expect(page).to_have_title("Log in · Notes")
+        submit_login("register")
+        list_loaded()
+        expect(signed_in_as).to_have_text(email)
+        expect(login_link).to_have_count(0)
+
+        page.get_by_test_id("note-title-input").fill(title)
+        page.get_by_test_id("note-body-input").fill("Only for me.")
+        page.get_by_test_id("note-submit").click()
+        expect(mine).to_have_count(1)
+        expect(mine.get_by_test_id("note-private")).to_have_text("private")
+        expect(everyones.get_by_test_id("note-private")).to_have_count(0)
+        href = mine.get_by_role("link", name=title).get_attribute("href")
+        assert href is not None and href.startswith("/notes/"), href
+        note_id = int(href.removeprefix("/notes/"))
+        # Written signed in: the API keeps it from anyone signed out.
+        assert node.get(f"/api/notes/{note_id}").status_code == 404
+        assert title not in {note["title"] for note in node.get("/api/notes").json()}
+
+        mine.get_by_role("link", name=title).click()
+        expect(page).to_have_url(f"{node.url}/notes/{note_id}")
+        detail = page.get_by_test_id("note-detail")
+
+        def note_shown() -> None:
+            expect(detail.get_by_role("heading", name=title)).to_be_visible()
+            expect(detail.get_by_test_id("note-private")).to_have_text("private")
+            # Its author reads its publication too (then no request is in flight).
+            expect(page.get_by_test_id("publication")).to_contain_text("Not published yet.")
+
+        note_shown()
+        page.reload()  # a deep link, signed in: the session is the cookies'
+        note_shown()
+        expect(signed_in_as).to_have_text(email)
+
+        page.get_by_test_id("logout").click()
+        expect(login_link).to_be_visible()
+        list_loaded()
+        expect(signed_in_as).to_have_count(0)
+        expect(mine).to_have_count(0)
+        assert not any(c["name"].startswith("session") for c in context.cookies())
+        page.goto(f"/notes/{note_id}")
+        expect(detail.get_by_role("heading", name="Note not found")).to_be_visible()
+        expect(page.get_by_text(title)).to_have_count(0)
+        assert problems == [], "\n".join(problems)
+
+        # The API's own words, for a taken email and a wrong password.
+        page.goto("/login")
+        submit_login("register")
+        expect(error).to_have_text("that email is registered already")
+        submit_login("login", "not the password")
+        expect(error).to_have_text("wrong email or password")
+        expect(page).to_have_url(node.url + "/login")
+        refused = [problem for problem in problems if problem.startswith("HTTP")]
+        assert refused == [
+            f"HTTP 409: POST {node.url}/api/auth/register",
+            f"HTTP 401: POST {node.url}/api/auth/login",
+        ], problems
+        problems.clear()
+
+        submit_login("login")
+        list_loaded()
+        expect(signed_in_as).to_have_text(email)
+        expect(mine.get_by_test_id("note-private")).to_have_text("private")
+        assert problems == [], "\n".join(problems)
+
+        # The access token's cookie gone, as when it expires: the page refreshes the
+        # session (new cookies, the CSRF one too) and still lists the note.
+        csrf_before = csrf_cookie()
+        context.clear_cookies(name="session")
+        page.reload()
+        expect(signed_in_as).to_have_text(email)
+        list_loaded()
+        expect(mine).to_have_count(1)
+        assert csrf_cookie() != csrf_before
+        assert [problem for problem in problems if problem.startswith("HTTP")] == [
+            f"HTTP 401: GET {node.url}/api/auth/me"
+        ], problems
+        problems.clear()
+
+        # Deleting, signed in: the page echoes the (new) CSRF cookie.
+        with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+            mine.get_by_test_id("note-delete").click()
+        assert deleted.value.status == 204, deleted.value.text()
+        assert deleted.value.request.headers.get("x-csrf-token") == csrf_cookie()
+        expect(mine).to_have_count(0)
+        page.reload()
+        list_loaded()
+        expect(signed_in_as).to_have_text(email)
+        expect(mine).to_have_count(0)
         assert problems == [], "\n".join(problems)
 
     try:

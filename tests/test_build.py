@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_FRONTEND, REPO, Node, free_port
+from conftest import DEMO_FRONTEND, REDIS_URL, REPO, Node, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -143,6 +143,11 @@ def test_alone_with_only_database_url_and_port(
     listed = node.get("/api/notes").json()
     assert [note["title"] for note in listed] == ["shipped"]
     assert node.get("/api/nope").status_code == 404
+    # The cache travels too: a cached response, ctx.cache and a rate limit, on
+    # the database's table and on Redis (REDIS_URL is not set here).
+    assert node.get("/api/stats").json() == {"notes": 1, "latest_id": created.json()["id"]}
+    words = node.get(f"/api/notes/{created.json()['id']}/words")
+    assert words.status_code == 200 and words.json()[0]["count"] == 1
 
     node.signal(signal.SIGTERM)
     assert node.process.wait(timeout=30) == 0, node.output()
@@ -250,3 +255,30 @@ def test_a_broken_handler_stops_the_build_before_bundling(tmp_path: Path) -> Non
     assert "handlers/oops.py:1" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (root / "dist").exists()
+
+
+def test_the_cache_on_redis(
+    executable: Path, alone: Path, nodes: list[Node], redis_app: str
+) -> None:
+    import redis
+
+    env = {
+        "PORT": str(free_port()),
+        "REDIS_URL": REDIS_URL,
+        "FORGE_APP__NAME": redis_app,
+        "PATH": os.environ["PATH"],
+    }
+    node = start(executable, alone, env)
+    nodes.append(node)
+    node.wait_ready(timeout=60)
+    note = node.post("/api/notes", json={"title": "cached in redis"}).json()
+    assert node.get(f"/api/notes/{note['id']}/words").status_code == 200
+    assert node.get("/api/stats").status_code == 200
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = {key.decode() for key in client.scan_iter(match=f"forge:{redis_app}:*")}
+    finally:
+        client.close()
+    assert f"forge:{redis_app}:note:{note['id']}:words" in keys
+    assert any(key.startswith(f"forge:{redis_app}:r:") for key in keys)  # the response
+    assert any(f"forge:{redis_app}:rl" in key for key in keys)  # the rate limit's count

@@ -381,6 +381,9 @@ def test_k8s_manifests(app: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "FORGE_SHUTDOWN__DELAY" not in env
     secret_ref = {"name": "test-app-secrets"}
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {**secret_ref, "key": "DATABASE_URL"}
+    # The cache's Redis if the Secret has one; a pod without it uses the database.
+    redis_ref = {**secret_ref, "key": "REDIS_URL", "optional": True}
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == redis_ref
     # API_KEY = "${API_KEY}": the pod sets API_KEY, which the interpolation reads.
     assert env["API_KEY"]["valueFrom"]["secretKeyRef"] == {**secret_ref, "key": "API_KEY"}
     assert env["FORGE_ENV__STRIPE_SECRET"]["valueFrom"]["secretKeyRef"] == {

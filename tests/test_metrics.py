@@ -98,7 +98,12 @@ def test_metrics_add_up_all_processes_and_follow_requests(project: Project) -> N
     assert value(before, "forge_http_requests_in_flight") == 0
     # Each worker's pool (10 connections by default) counts once per worker.
     assert value(before, "forge_db_pool_size", pool="http") == 20
-    assert value(before, "forge_db_pool_size", pool="background") >= 1
+    # The background work starts once the node is ready: its pool shows up then.
+    wait_for(
+        node,
+        "the background pool",
+        lambda s: value(s, "forge_db_pool_size", pool="background") >= 1,
+    )
     with sqlite3.connect(project.root / "app.db") as db:
         (node_id,) = db.execute("SELECT id FROM forge_nodes").fetchone()
     assert value(before, "forge_node_info", node_id=node_id, version="9.9.9") == 1

@@ -39,6 +39,10 @@ PASSWORD = f"pw_{MARK}_{_TAG}/x"
 """The database password; the "/" made urllib (and so redact_url) miss it."""
 TOKEN = f"tok_{MARK}_{_TAG}"
 """``[server].internal_token``, from ``FORGE_SERVER__INTERNAL_TOKEN``."""
+JWT_SECRET = f"jwt_{MARK}_{_TAG}_" + "0" * 24
+"""``[auth].jwt_secret``, from ``FORGE_AUTH__JWT_SECRET``."""
+REDIS_PASSWORD = f"redis_{MARK}_{_TAG}"
+"""The cache's Redis password, in ``REDIS_URL`` (no Redis there: the cache misses)."""
 
 FORGE_TOML = f"""
 [app]
@@ -146,6 +150,8 @@ def planted(project: Project) -> Project:
             "UPSTREAM_HOOK": HOOK,
             "PAYMENT_SECRET": PAYMENT,
             "FORGE_SERVER__INTERNAL_TOKEN": TOKEN,
+            "FORGE_AUTH__JWT_SECRET": JWT_SECRET,
+            "REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0",
             "LOG_LEVEL": "DEBUG",
         }
     )
@@ -277,8 +283,9 @@ def test_the_cli_never_shows_secrets(planted: Project, secret_db: str) -> None:
     result = planted.forge("config", "--json")
     assert result.returncode == 0, result.stderr
     values = json.loads(result.stdout)["values"]
-    for key in ("env.STRIPE_SECRET_KEY", "env.PAYMENT", "server.internal_token"):
+    for key in ("env.STRIPE_SECRET_KEY", "env.PAYMENT", "server.internal_token", "auth.jwt_secret"):
         assert values[key]["value"] == REDACTED, key
+    assert values["cache.backend"]["value"].startswith("redis (redis://:***@")
     assert values["env.WEBHOOK"]["value"] == HOOK
     assert_clean((result.stdout + result.stderr).replace(HOOK, ""), "forge config --json")
     assert values["env.GREETING"]["value"] == "Howdy"  # forge.toml's own literal

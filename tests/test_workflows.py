@@ -205,10 +205,15 @@ HANDLERS = '''
         ctx.db
 
 
+    @workflow
+    async def uses_cache(ctx: Ctx) -> None:
+        await ctx.cache.get("anything")
+
+
     WORKFLOWS = {
         "five": five, "sleeper": sleeper, "waiter": waiter, "saga": saga, "caught": caught,
         "parent": parent, "doomed_parent": doomed_parent, "long_step": long_step,
-        "uses_db": uses_db, "outage": outage, "outside": outside,
+        "uses_db": uses_db, "uses_cache": uses_cache, "outage": outage, "outside": outside,
         "bad_step_argument": bad_step_argument,
     }
 
@@ -472,6 +477,10 @@ def test_the_workflows_own_code_cannot_use_the_database(
     run_id = start(node, "uses_db")
     row = wait_status(project, database, run_id, "failed", node)
     assert "ctx.db is not available in a workflow's own code" in row["error"]
+    # Nor the cache: what it answers may differ on the next replay.
+    run_id = start(node, "uses_cache")
+    row = wait_status(project, database, run_id, "failed", node)
+    assert "ctx.cache is not available in a workflow's own code" in row["error"]
 
 
 # --- time and signals ------------------------------------------------------------------

@@ -15,6 +15,10 @@ Served by Granian (``--interface asgi --loop uvloop``): ``bench.stacks.litestar_
   passes the demo's values);
 - when ``BENCH_LARGE`` is set, large bodies: ``GET /api/large`` (about 1 MB of JSON, built
   once at start) and ``POST /api/upload`` (a raw body of up to 16 MiB; answers its length);
+- when ``BENCH_REDIS_URL`` is set, ``GET /api/cache-hit``: the JSON under the key
+  ``BENCH_CACHE_KEY`` read with a raw ``redis.asyncio.Redis`` client (``Redis.from_url``,
+  redis-py's defaults) and decoded, 404 when it is missing: the cache scenario's baseline
+  for ``ctx.cache.get``;
 - ``/_app/...``: the frontend build's assets through ``create_static_files_router``, when
   ``FRONTEND_BUILD`` names the build directory.
 """
@@ -29,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 from litestar import Litestar, Request, Router, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 from msgspec import Struct
+from redis.asyncio import Redis
 from sqlalchemy import DateTime, String, Table, Text, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -49,6 +55,8 @@ GREETING = os.environ.get("GREETING", "Hello")
 DATABASE_URL = os.environ.get("DATABASE_URL")
 FRONTEND_BUILD = os.environ.get("FRONTEND_BUILD")
 LARGE = bool(os.environ.get("BENCH_LARGE"))
+REDIS_URL = os.environ.get("BENCH_REDIS_URL")
+CACHE_KEY = os.environ.get("BENCH_CACHE_KEY", "bench-key")
 MAX_UPLOAD = 16 * 1024 * 1024
 
 # The same rows as the forge handler of the large-bodies scenario (bench/project.py).
@@ -135,6 +143,27 @@ async def upload(request: Request[Any, Any, Any]) -> dict[str, int]:
     return {"received": len(await request.body())}
 
 
+@get("/api/cache-hit")
+async def cache_hit(state: State) -> dict[str, Any]:
+    redis: Redis = state.redis
+    raw = await redis.get(CACHE_KEY)
+    if raw is None:
+        raise NotFoundException(f"{CACHE_KEY} is not in Redis")
+    return msgspec.json.decode(raw)
+
+
+@asynccontextmanager
+async def redis_client(app: Litestar) -> AsyncIterator[None]:
+    if REDIS_URL is None:
+        yield
+        return
+    app.state.redis = Redis.from_url(REDIS_URL)
+    try:
+        yield
+    finally:
+        await app.state.redis.aclose()
+
+
 @asynccontextmanager
 async def database(app: Litestar) -> AsyncIterator[None]:
     if DATABASE_URL is None:
@@ -167,6 +196,8 @@ def _route_handlers() -> list[ControllerRouterHandler]:
         handlers += [get_note, get_note_core, get_note_asyncpg]
     if LARGE:
         handlers += [large, upload]
+    if REDIS_URL is not None:
+        handlers.append(cache_hit)
     if FRONTEND_BUILD is not None:
         assets: Router = create_static_files_router(
             path="/_app", directories=[Path(FRONTEND_BUILD) / "_app"]
@@ -177,7 +208,7 @@ def _route_handlers() -> list[ControllerRouterHandler]:
 
 app = Litestar(
     route_handlers=_route_handlers(),
-    lifespan=[database],
+    lifespan=[database, redis_client],
     openapi_config=None,
     logging_config=None,
     debug=False,

@@ -23,6 +23,11 @@ _HELP_NEXT = {
     "--frontend", is_flag=True, help="Add a SvelteKit app in frontend/ (Svelte 5, adapter-static)."
 )
 @click.option(
+    "--cookies",
+    is_flag=True,
+    help="For forge new auth: sessions in cookies, for the app's own pages (else bearer tokens).",
+)
+@click.option(
     "--directory",
     "-d",
     type=click.Path(file_okay=False, path_type=Path),
@@ -41,6 +46,7 @@ def new(
     first: str,
     second: str | None,
     frontend: bool,
+    cookies: bool,
     directory: Path | None,
     config_file: str | None,
 ) -> None:
@@ -51,9 +57,19 @@ def new(
     forge new handler NAME        handlers/NAME.py: a route at /api/NAME
     forge new cron NAME           handlers/NAME.py: a @cron task
     forge new job NAME            handlers/NAME.py: a @job and a route that enqueues it
+    forge new auth [--cookies]    in a project: a users table, and the routes to
+                                  register, log in, refresh and log out
     """
     from .._scaffold import GENERATORS
 
+    in_project = config_file is not None or Path("forge.toml").is_file()
+    if second is None and first == "auth" and in_project:
+        if frontend or directory is not None:
+            raise click.UsageError("forge new auth takes only --cookies and --config")
+        _new_auth(config_file, cookies)
+        return
+    if cookies:
+        raise click.UsageError("--cookies is for forge new auth, in a project")
     if second is None:
         _new_project(first, directory or Path.cwd(), frontend)
         return
@@ -144,3 +160,33 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
     except ValueError:
         return os.fspath(path)
+
+
+def _new_auth(config_file: str | None, cookies: bool) -> None:
+    from .. import _config as config
+    from .._db.migrate import Migrator
+    from .._scaffold import create_auth
+
+    settings = config.load(config_file)
+    if settings.source_file is None:
+        raise click.UsageError("forge new auth needs the project's forge.toml")
+    done = create_auth(
+        settings.path(settings.handlers.path),
+        settings.path(settings.migrations.path),
+        settings.source_file,
+        settings.handlers.prefix,
+        Migrator(settings).head(),
+        cookies=cookies,
+    )
+    click.echo(f"wrote {_shown(done.handler)}")
+    click.echo(f"wrote {_shown(done.migration)}")
+    if done.config_added:
+        click.echo(f"added [auth] to {_shown(settings.source_file)}")
+    prefix = settings.handlers.prefix.rstrip("/")
+    click.echo("next:")
+    click.echo("  in production, set JWT_SECRET (openssl rand -hex 32) in the environment")
+    if cookies:
+        click.echo("  pages' scripts send the session_csrf cookie as X-CSRF-Token on writes")
+    click.echo(
+        f"  POST {prefix}/auth/register, then {prefix}/auth/login, with an email and password"
+    )

@@ -130,7 +130,8 @@ async def _run_due(
     # a 'running' row left behind would block an overlap=False task for good.
     info = NodeInfo.describe(settings)
     registry = Registry(engine, info, settings.cluster.dead_after)
-    scheduler = Scheduler(tasks, engine, info.id, TaskRunner(settings, engine).run)
+    runner = TaskRunner(settings, engine)
+    scheduler = Scheduler(tasks, engine, info.id, runner.run)
     registered = await _register(registry)
     beating = asyncio.create_task(_beat(registry, settings.cluster.heartbeat_interval))
     now = datetime.now(UTC)
@@ -160,6 +161,7 @@ async def _run_due(
         return started
     finally:
         beating.cancel()
+        await runner.close()
         if registered:
             with contextlib.suppress(SQLAlchemyError, OSError):
                 await registry.deregister()

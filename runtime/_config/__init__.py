@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from .._errors import ConfigError
 from .bundle import bundled_app
+from .development_secret import development_secret
 from .errors import describe_validation_error
 from .models import ACTIVE_LAYERS, Settings
 from .sources import Layer, env_layer, interpolate, read_dotenv, read_toml
@@ -85,6 +86,8 @@ def load(
     finally:
         ACTIVE_LAYERS.reset(token)
 
+    if settings.auth.jwt_secret == "":
+        settings = _with_development_secret(settings, root)
     settings._root = root
     settings._app_root = bundle or root
     settings._source_file = config_file
@@ -92,6 +95,18 @@ def load(
     settings._sources = _sources(layers)
     settings._database_targets()  # parsed now: a bad URL stops the load, naming its key
     return settings
+
+
+def _with_development_secret(settings: Settings, root: Path) -> Settings:
+    """``[auth].jwt_secret`` left empty: a generated one in development, else an error."""
+    if not settings.is_development:
+        raise ConfigError(
+            f"[auth].jwt_secret is empty and app.env is {settings.app.env!r}",
+            hint="set JWT_SECRET in the environment to at least 32 random characters "
+            "(openssl rand -hex 32); only development generates one",
+        )
+    auth = settings.auth.model_copy(update={"jwt_secret": development_secret(root)})
+    return settings.model_copy(update={"auth": auth})
 
 
 def _app_env(process: Layer, dotenv: Layer, toml: Layer, environ: Mapping[str, str]) -> str:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import json
 import math
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationInfo,
@@ -22,14 +19,18 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .database import DatabaseTarget, parse_targets
+from .sections import Section
+from .services import (
+    AuthSection,
+    CacheSection,
+    JobsSection,
+    RateLimitSection,
+    SchedulerSection,
+)
 from .sources import Layer, LayerSource
 from .units import DatabaseUrl, Duration, PathSetting, Size
 
 ACTIVE_LAYERS: ContextVar[tuple[Layer, ...]] = ContextVar("forge_config_layers", default=())
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
 
 
 class AppSection(Section):
@@ -52,8 +53,14 @@ class ServerSection(Section):
     """Addresses or networks (CIDR) whose clients may read ``/_api/metrics`` and ``/_api/docs``."""
     internal_token: str | None = Field(None, repr=False)
     """A secret that opens them from anywhere, sent as ``Authorization: Bearer <token>``."""
+    trusted_proxies: list[str] = []
+    """Addresses or networks (CIDR) of the proxies in front: only from these is
+    `forwarded_header` believed about the client's address (rate limits by IP)."""
+    forwarded_header: str = "X-Forwarded-For"
+    """The header the trusted proxies put the client's address in (``X-Forwarded-For``,
+    ``X-Real-IP`` or ``Forwarded``)."""
 
-    @field_validator("internal_allow", mode="before")
+    @field_validator("internal_allow", "trusted_proxies", mode="before")
     @classmethod
     def _split_allow(cls, value: Any) -> Any:
         # From the environment the list is one string: "10.0.0.0/8, 192.168.1.5".
@@ -61,7 +68,14 @@ class ServerSection(Section):
             return [entry for entry in value.replace(",", " ").split() if entry]
         return value
 
-    @field_validator("internal_allow")
+    @field_validator("forwarded_header")
+    @classmethod
+    def _header_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9-]+", name.strip()):
+            raise ValueError(f"{name!r} is not a header name (e.g. X-Forwarded-For)")
+        return name.strip()
+
+    @field_validator("internal_allow", "trusted_proxies")
     @classmethod
     def _check_networks(cls, entries: list[str]) -> list[str]:
         for entry in entries:
@@ -200,36 +214,6 @@ class ClusterSection(Section):
     """The address peers reach this node at; default: the host's address."""
 
 
-class SchedulerSection(Section):
-    enabled: bool = True
-    """Run cron tasks on this node (any number of nodes may; each tick runs once)."""
-
-
-class JobsSection(Section):
-    enabled: bool = True
-    """Run job workers on this node (every node may; each job runs on one at a time)."""
-    concurrency: int = Field(10, ge=1, le=1000)
-    """Jobs this node runs at once; free slots are claimed together, in one statement."""
-    queues: list[str] = ["default"]
-    """The queues this node's workers take jobs from."""
-    poll_interval: Duration = 1.0
-    """How often idle workers look for jobs without a notification (always, on SQLite)."""
-    retention: Duration = Field(7 * 86400.0, gt=0)
-    """How long succeeded and dead jobs are kept before they are pruned."""
-
-    @field_validator("queues", mode="before")
-    @classmethod
-    def _split_queues(cls, value: Any) -> Any:
-        # From the environment the list is one string: FORGE_JOBS__QUEUES="default, mail"
-        # (or JSON: '["default", "mail"]').
-        if isinstance(value, str):
-            if value.lstrip().startswith("["):
-                with contextlib.suppress(ValueError):
-                    return json.loads(value)
-            return [entry for entry in value.replace(",", " ").split() if entry]
-        return value
-
-
 class LoggingSection(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = True
@@ -276,6 +260,9 @@ class Settings(BaseSettings):
     cluster: ClusterSection = ClusterSection()
     scheduler: SchedulerSection = SchedulerSection()
     jobs: JobsSection = JobsSection()
+    cache: CacheSection = CacheSection()
+    rate_limit: RateLimitSection = RateLimitSection()
+    auth: AuthSection = AuthSection()
     logging: LoggingSection = LoggingSection()
     env: dict[str, EnvValue] = {}
 
@@ -353,5 +340,17 @@ class Settings(BaseSettings):
         return carried if carried.exists() else self.path(value)
 
     @property
+    def cache_url(self) -> str:
+        """``[cache].url``, else ``$REDIS_URL``; empty for the app's database."""
+        if self.cache.url is not None:
+            return self.cache.url
+        return (self._environ.get("REDIS_URL") or "").strip()
+
+    @property
     def is_production(self) -> bool:
         return self.app.env.lower() in {"prod", "production"}
+
+    @property
+    def is_development(self) -> bool:
+        """A developer's machine or a test run: where conveniences beat hardening."""
+        return self.app.env.lower() in {"development", "dev", "test"}

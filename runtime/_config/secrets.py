@@ -37,8 +37,9 @@ def secret_values(settings: Settings) -> list[str]:
 
     Values of ``[env]`` keys that look secret or that forge.toml does not spell
     out (`env_keys_set_outside`), of variables (environment, ``.env``) whose
-    names look secret, the database password and ``[server].internal_token``;
-    each also as it reads escaped in JSON and percent-encoded in a URL.
+    names look secret, the database and cache passwords, ``[server].internal_token``
+    and ``[auth].jwt_secret``; each also as it reads escaped in JSON and
+    percent-encoded in a URL.
     """
     outside = env_keys_set_outside(settings)
     found = [
@@ -48,6 +49,8 @@ def secret_values(settings: Settings) -> list[str]:
     # handlers read variables through ctx.env too.
     found += [value for name, value in settings.environ.items() if is_secret_name(name)]
     found += url_secrets(settings.database.url)
-    if settings.server.internal_token:
-        found.append(settings.server.internal_token)
+    found += url_secrets(settings.cache_url)
+    for secret in (settings.server.internal_token, settings.auth.jwt_secret):
+        if secret:
+            found.append(secret)
     return spellings(found)

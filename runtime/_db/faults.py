@@ -1,7 +1,7 @@
 """Tell a database that cannot be reached from a query that went wrong.
 
 `is_unavailable` is the test: the HTTP layer answers such an error with a 503
-(`runtime._http.database_unavailable`), the logs say it in one line. Recovery
+(`runtime._http.unavailable`), the logs say it in one line. Recovery
 needs nothing from here: SQLAlchemy invalidates the whole pool when a
 connection turns out to be dead, and the next checkout opens fresh ones.
 

@@ -1,10 +1,11 @@
 """``forge deploy:k8s``: a Deployment and a Service for the app, in one file.
 
 The manifest holds only what differs per cluster: where to listen,
-``APP_ENV=production``, the Secret's keys (``DATABASE_URL`` and ``[env]`` keys
-whose names look secret) and the variables forge.toml reads through
-``${VAR}``. Plain ``[env]`` values stay in forge.toml, which the executable
-carries, so that editing them there takes effect with the next image.
+``APP_ENV=production``, the Secret's keys (``DATABASE_URL``, an optional
+``REDIS_URL`` for the cache, and ``[env]`` keys whose names look secret) and
+the variables forge.toml reads through ``${VAR}``. Plain ``[env]`` values stay
+in forge.toml, which the executable carries, so that editing them there takes
+effect with the next image.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .files import to_yaml
 
 LIVENESS_PERIOD = 10
 READINESS_PERIOD = 2
-RESERVED = ("HOST", "PORT", "APP_ENV", "DATABASE_URL", "FORGE_SHUTDOWN__DELAY")
+RESERVED = ("HOST", "PORT", "APP_ENV", "DATABASE_URL", "REDIS_URL", "FORGE_SHUTDOWN__DELAY")
 
 MIN_DELAY = 5.0
 """The least ``[shutdown].delay`` a pod gets, in seconds.
@@ -84,14 +85,19 @@ def liveness_failure_threshold(settings: Settings) -> int:
 def _env(settings: Settings) -> list[dict[str, Any]]:
     secret = secret_name(settings)
 
-    def from_secret(variable: str) -> dict[str, Any]:
-        return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": variable}}}
+    def from_secret(variable: str, *, optional: bool = False) -> dict[str, Any]:
+        reference: dict[str, Any] = {"name": secret, "key": variable}
+        if optional:
+            reference["optional"] = True
+        return {"name": variable, "valueFrom": {"secretKeyRef": reference}}
 
     env: list[dict[str, Any]] = [
         {"name": "HOST", "value": "0.0.0.0"},
         {"name": "PORT", "value": str(settings.server.port)},
         {"name": "APP_ENV", "value": "production"},
         from_secret("DATABASE_URL"),
+        # The cache's Redis when the Secret has it; without it, the database's table.
+        from_secret("REDIS_URL", optional=True),
     ]
     if settings.shutdown.delay < MIN_DELAY:
         env.append({"name": "FORGE_SHUTDOWN__DELAY", "value": f"{shutdown_delay(settings):g}s"})

@@ -19,6 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from .. import _config as config
+from .._cache import Cache, CacheUnavailable, namespace_for, open_backend
+from .._cache.limiter import Limiter
 from .._context import Env, provide_context
 from .._db import create_engine, session_engine
 from .._errors import HandlerError
@@ -31,13 +33,21 @@ from .._project.mounts import Mount, location_of
 from .._status import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, report_cut
 from .access_log import AccessLog
 from .api_docs import openapi_config
-from .database_unavailable import database_error
+from .authentication import Authentication
 from .errors import ForgeRequest, exception_handlers, log_exception
 from .gateway import Gateway
 from .injection import inject_context
 from .internal import InternalAccess
 from .probes import Probes
+from .rate_limits import LIMITER_KEY, attach_rate_limits
+from .response_cache import (
+    STORE_NAME,
+    ResponseStore,
+    attach_cache_headers,
+    response_cache_config,
+)
 from .responses import ForgeResponse
+from .unavailable import cache_unavailable, database_error
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -62,8 +72,12 @@ def create_app(
             "env": Env(settings.env, settings.environ),
             "engine": None,
             "sessionmaker": None,
+            "cache": None,
+            LIMITER_KEY: None,
         }
     )
+    namespace = namespace_for(settings)
+    response_store = ResponseStore(namespace, settings.auth.cookie)
 
     gateway: Gateway  # assigned below; the lifespan runs later, inside the worker
 
@@ -75,6 +89,11 @@ def create_app(
         watch_pool(engine, "http")
         app.state.engine = engine
         app.state.sessionmaker = async_sessionmaker(session_engine(engine), expire_on_commit=False)
+        backend = open_backend(settings)
+        cache = Cache(backend, namespace)
+        app.state.cache = cache
+        app.state[LIMITER_KEY] = Limiter(backend, namespace, cache.outages)
+        response_store.bind(backend, cache.outages)
         if isinstance(status, SharedStatus):
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(
@@ -88,9 +107,13 @@ def create_app(
             yield
         finally:
             gateway.ledger.flush()
+            await backend.close()
             await engine.dispose()
 
-    inject_context(mount.target for mount in mounts)
+    targets = [mount.target for mount in mounts]
+    inject_context(targets)
+    attach_rate_limits(targets, settings)
+    attach_cache_headers(targets, response_store)
     # One Router per prefix: [handlers].prefix, and each module's own PREFIX.
     by_prefix: dict[str, list[Any]] = {settings.handlers.prefix: []}
     for mount in mounts:
@@ -103,6 +126,8 @@ def create_app(
                 if targets
             ],
             dependencies={"ctx": Provide(provide_context)},
+            # Only when [auth] names a key: an app without auth pays nothing per request.
+            middleware=[Authentication(settings).middleware] if settings.auth.enabled else [],
             lifespan=[worker_lifespan],
             state=state,
             request_max_body_size=int(settings.server.max_body_size),
@@ -110,7 +135,10 @@ def create_app(
             exception_handlers={
                 **exception_handlers(),
                 SQLAlchemyError: database_error,  # 503 while the database is unavailable
+                CacheUnavailable: cache_unavailable,
             },
+            stores={STORE_NAME: response_store},
+            response_cache_config=response_cache_config(),
             request_class=ForgeRequest,
             response_class=ForgeResponse,
             openapi_config=openapi_config(settings),

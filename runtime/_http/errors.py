@@ -34,6 +34,7 @@ from litestar.exceptions import ClientException, HTTPException, SerializationExc
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from msgspec import Struct
 
+from .._cache import CacheUnavailable
 from .._db.faults import is_unavailable
 from .responses import ForgeResponse
 
@@ -209,8 +210,10 @@ async def log_exception(exception: BaseException, scope: Any) -> None:
     status = getattr(exception, "status_code", 500)
     if status < 500:
         return
-    if is_unavailable(exception):
-        return  # a 503, logged by runtime._http.database_unavailable as a rate-limited warning
+    if isinstance(exception, HTTPException) and status != 500:
+        return  # raised on purpose (a 503 of a rate limit that fails closed): not unhandled
+    if is_unavailable(exception) or isinstance(exception, CacheUnavailable):
+        return  # a 503, logged as a rate-limited warning (runtime._http.unavailable, the cache)
     logging.getLogger("forge.handler").error(
         "unhandled %s in %s %s",
         type(exception).__name__,

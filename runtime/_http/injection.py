@@ -31,11 +31,12 @@ _WRAPPED = "__forge_context__"
 def inject_context(targets: Iterable[Any]) -> None:
     """Wrap the ``ctx``-taking handlers among `targets` and inside their Routers."""
     for target in targets:
-        for handler in _route_handlers(target):
+        for handler in route_handlers(target):
             _wrap(handler)
 
 
-def _route_handlers(target: Any) -> list[HTTPRouteHandler]:
+def route_handlers(target: Any) -> list[HTTPRouteHandler]:
+    """The HTTP route handlers of `target`: itself, or those inside a Router."""
     if isinstance(target, HTTPRouteHandler):
         return [target]
     if isinstance(target, Router):

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .._cache.opening import backend_in_force
 from .._config import Settings
 from .._config.sources import read_toml
 from .._errors import ConfigError
@@ -49,6 +50,8 @@ def effective_config(settings: Settings) -> list[ConfigValue]:
             else:
                 shown = redact_value(dotted, shown)
             values.append(ConfigValue(dotted, shown, _source(origin, variables)))
+    backend, why = backend_in_force(settings)
+    values.append(ConfigValue("cache.backend", backend, f"derived from {why}"))
     return values
 
 

@@ -47,7 +47,7 @@ class Background:
         works = bool(jobs or workflows)
         pool = max(settings.database.pool_size, settings.jobs.concurrency + 2) if works else None
         self.engine = create_engine(settings, pool_size=pool)
-        runner = TaskRunner(settings, self.engine)
+        self.runner = runner = TaskRunner(settings, self.engine)
         self.scheduler = Scheduler(crons, self.engine, node_id, runner.run)
         database = settings.database_target
         lock_engine = (
@@ -125,6 +125,7 @@ class Background:
             await asyncio.wait(self._tasks, timeout=max(timeout, 1))
         for task in self._tasks:
             task.cancel()
+        await self.runner.close()
         await self.engine.dispose()
         if self._lock_engine is not None:
             await self._lock_engine.dispose()

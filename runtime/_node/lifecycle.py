@@ -18,6 +18,7 @@ from .._observe.log import set_node_id
 from .._status import NodeStatus, SharedStatus
 
 if TYPE_CHECKING:
+    from .._cache import Backend
     from .._config import Settings
     from .background import Background
 
@@ -65,6 +66,9 @@ class Node:
         cluster = settings.cluster
         self.lease = Lease(lease_duration(cluster.heartbeat_interval, cluster.dead_after))
         """Held while heartbeats land: the node's jobs run under it (`runtime._cluster.lease`)."""
+        self._swept_at = float("-inf")
+        self._cache: Backend | None = None
+        """The cache's backend, opened for its sweeps (`runtime._cache.sweep`)."""
         self._registered = False
         self.info = NodeInfo.describe(settings)
         """Who this node is in ``forge_nodes``; known before workers start, for their logs."""
@@ -158,6 +162,8 @@ class Node:
                 except Exception as exc:
                     log.warning("could not deregister the node: %s", describe(exc))
         finally:
+            if self._cache is not None:
+                await self._cache.close()
             await engine.dispose()
 
     def _drain_left(self) -> float:
@@ -187,6 +193,7 @@ class Node:
             await self._heartbeat_once()
             await self._reap()
             await self._prune()
+            await self._sweep_cache()
 
     async def _heartbeat_once(self, status: NodeStatus | None = None) -> None:
         # One registry write at a time, and none after deregistration: a late
@@ -251,6 +258,39 @@ class Node:
             return
         if pruned:
             log.info("pruned %d finished job(s) older than the retention", pruned)
+
+    async def _forget_old_deliveries(self) -> None:
+        from .._webhooks.deliveries import RETENTION, prune_deliveries
+
+        assert self.registry is not None
+        try:
+            async with self.registry.engine.begin() as connection:
+                await prune_deliveries(connection, RETENTION)
+        except Exception as exc:
+            log.warning("forgetting old webhook deliveries failed: %s", describe(exc))
+
+    async def _sweep_cache(self) -> None:
+        from .._cache import open_backend
+        from .._cache.sweep import SWEEP_EVERY
+
+        if time.monotonic() - self._swept_at < SWEEP_EVERY:
+            return
+        self._swept_at = time.monotonic()
+        await self._forget_old_deliveries()
+        if self.settings.cache_url:
+            return  # Redis and memory expire and bound their own entries
+        if self._cache is None:
+            self._cache = open_backend(self.settings)
+        try:
+            removed = await self._cache.sweep(
+                self.settings.cache.max_entries,
+                budget=self.settings.cluster.heartbeat_interval / 2,
+            )
+        except Exception as exc:
+            log.warning("sweeping the cache table failed: %s", describe(exc))
+            return
+        if removed:
+            log.debug("swept %d cache entries (expired, or over [cache].max_entries)", removed)
 
     def _leadership_changed(self) -> None:
         # `forge nodes` shows who leads what: write it now, not at the next beat.

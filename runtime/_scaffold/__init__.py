@@ -22,16 +22,25 @@ import tomli_w
 
 from . import wheel
 from .common import TEMPLATES, ScaffoldError, check_project_name, runtime_values
-from .generators import GENERATORS, Generated, create_handler, identifier
+from .generators import (
+    GENERATORS,
+    Generated,
+    GeneratedAuth,
+    create_auth,
+    create_handler,
+    identifier,
+)
 from .vendor import Vendored, vendor_runtime
 
 __all__ = [
     "GENERATORS",
     "TEMPLATES",
     "Generated",
+    "GeneratedAuth",
     "ScaffoldError",
     "Vendored",
     "check_project_name",
+    "create_auth",
     "create_handler",
     "create_project",
     "forge_toml",
@@ -84,6 +93,12 @@ def forge_toml(name: str, *, frontend: bool = False) -> str:
             )
         )
     sections += [
+        (
+            "cache",
+            "ctx.cache, @cached responses and @rate_limit counters: Redis when REDIS_URL\n"
+            "is set, else a table in the database (every node shares either).",
+            {"url": "${REDIS_URL:-}"},
+        ),
         (
             "shutdown",
             "On SIGTERM: keep serving for delay so load balancers notice, then let\n"

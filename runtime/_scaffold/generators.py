@@ -49,6 +49,86 @@ def identifier(name: str) -> str:
     return ident
 
 
+@dataclass(frozen=True)
+class GeneratedAuth:
+    """What `create_auth` wrote."""
+
+    handler: Path
+    migration: Path
+    config_added: bool
+    """Whether an ``[auth]`` section was added to forge.toml."""
+
+
+_USERS_UPGRADE = """\
+    op.create_table(
+        "users",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("email", sa.String(320), nullable=False, unique=True),
+        sa.Column("password_hash", sa.String(255), nullable=False),
+        sa.Column("roles", sa.String(500), nullable=False, server_default=""),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )"""
+_USERS_DOWNGRADE = '    op.drop_table("users")'
+
+_AUTH_SECTION = """
+# Accounts (forge new auth): access tokens are signed with JWT_SECRET, at least
+# 32 characters (openssl rand -hex 32), from the environment. Development makes
+# one of its own in .forge/jwt-secret; anywhere else an unset one stops the boot.
+[auth]
+jwt_secret = "${JWT_SECRET:-}"
+"""
+_COOKIE_MODE = """\
+# Sessions in cookies, for the app's own pages: see handlers/auth.py.
+cookie = "session"
+"""
+
+
+def create_auth(
+    handlers_dir: Path,
+    migrations_dir: Path,
+    config_file: Path,
+    prefix: str,
+    head: str | None,
+    *,
+    cookies: bool = False,
+) -> GeneratedAuth:
+    """Write ``handlers/auth.py`` (bearer tokens, or with `cookies` a browser's session
+    cookies) and the users table's revision; add ``[auth]`` to forge.toml unless it
+    has one. Refuses to overwrite ``handlers/auth.py``."""
+    from .._db.revisions import new_revision_file
+
+    target = handlers_dir / "auth.py"
+    for existing in (target, handlers_dir / "auth"):
+        if existing.exists():
+            raise ScaffoldError(
+                f"{handlers_dir.name}/{existing.name} already exists",
+                hint="forge new auth writes handlers/auth.py: move that module away first",
+            )
+    templates = TEMPLATES / "generators" / "auth"
+    prefix = prefix.rstrip("/")
+    common = string.Template((templates / "common.py.tmpl").read_text(encoding="utf-8"))
+    mode = (templates / ("cookies.py.tmpl" if cookies else "bearer.py.tmpl")).read_text("utf-8")
+    text = string.Template(mode).substitute(prefix=prefix, common=common.substitute())
+    handlers_dir.mkdir(parents=True, exist_ok=True)
+    with target.open("x", encoding="utf-8") as file:
+        file.write(text)
+    migration = new_revision_file(
+        migrations_dir,
+        "Create users",
+        sql=False,
+        down_revision=head,
+        upgrade=_USERS_UPGRADE,
+        downgrade=_USERS_DOWNGRADE,
+    )
+    config = config_file.read_text(encoding="utf-8")
+    added = not any(line.strip() == "[auth]" for line in config.splitlines())
+    if added:
+        section = _AUTH_SECTION + (_COOKIE_MODE if cookies else "")
+        with config_file.open("a", encoding="utf-8") as file:
+            file.write(("" if config.endswith("\n") else "\n") + section)
+    return GeneratedAuth(handler=target, migration=migration, config_added=added)
+
+
 def create_handler(kind: str, name: str, handlers_dir: Path, prefix: str) -> Generated:
     """Write ``handlers/<name>.py`` from the `kind` template (handler, cron or job).
 

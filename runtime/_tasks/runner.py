@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from .._cache import Cache, namespace_for, open_backend
 from .._context import Context, Env, run_in_context
 from .._db import session_engine
 
@@ -29,6 +30,8 @@ class TaskRunner:
         self.engine = engine
         self.env = Env(settings.env, settings.environ)
         self.sessionmaker = async_sessionmaker(session_engine(engine), expire_on_commit=False)
+        # Connects on first use: a task that never touches ctx.cache costs nothing.
+        self.cache = Cache(open_backend(settings), namespace_for(settings))
 
     def context(self, request_id: str = "-") -> Context:
         """A context whose ``ctx.db`` the caller commits or rolls back (jobs do)."""
@@ -37,8 +40,13 @@ class TaskRunner:
             env=self.env,
             sessionmaker=self.sessionmaker,
             request_id=request_id,
+            cache=self.cache,
         )
 
     def run(self, fn: Callable[[Context], Awaitable[Any]]) -> Awaitable[None]:
         """Call ``fn(ctx)``, committing on success and rolling back on an error."""
         return run_in_context(self.context(), fn)
+
+    async def close(self) -> None:
+        """Release the cache's connections; the runner is not used again."""
+        await self.cache.backend.close()

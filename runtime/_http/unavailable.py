@@ -1,11 +1,13 @@
-"""A 503 for a request whose database cannot be reached.
+"""A 503 for a request whose database, or cache, cannot be reached.
 
 While PostgreSQL restarts, or the network to it is down, a request that needs
 the database gets a 503 at once, in the runtime's error shape
 (``"error": "database unavailable"``) with ``Retry-After``: the client, or the
 load balancer, may try again, and nothing about the request itself was wrong.
 Any other database error stays a 500 (logged with its traceback, like every
-unhandled error).
+unhandled error). The cache's `CacheUnavailable` (``ctx.cache.incr`` or
+``delete`` while the backend is down) is a 503 the same way; the cache logs
+its own outages.
 """
 
 from __future__ import annotations
@@ -77,3 +79,13 @@ def _as_usual(request: Request[Any, Any, Any], error: Exception) -> Response[Any
         if handler is not None and handler is not database_error:
             return handler(request, error)
     return create_exception_response(request, error)
+
+
+def cache_unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """Litestar exception handler for `CacheUnavailable`: 503, to be retried."""
+    return error_response(
+        request,
+        503,
+        "cache unavailable",
+        headers={"Retry-After": RETRY_AFTER, "Cache-Control": "no-store"},
+    )
