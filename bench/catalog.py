@@ -9,6 +9,7 @@ from .harness import Scenario
 from .jobs import jobs
 from .large import large
 from .memory import memory
+from .realtime import realtime
 from .scaling import scaling
 from .scenarios import cold_start, contention, db_read, drain, executable, hello, static
 from .workflows import workflows
@@ -29,4 +30,5 @@ SCENARIOS = (
     Scenario("workflows", "13. Durable workflows (PostgreSQL)", workflows),
     Scenario("cache", "14. Cache, cached responses, rate limits", cache),
     Scenario("auth", "15. Authentication (JWT bearer, argon2id)", auth),
+    Scenario("realtime", "16. Realtime (server-sent events)", realtime),
 )

@@ -111,7 +111,8 @@ async def get_note_fast(ctx: Ctx, note_id: NoteId) -> NoteOut:
         raise NotFoundException(f"note {note_id} not found")
     if row["created_at"].tzinfo is None:  # SQLite: naive, written in UTC
         row["created_at"] = row["created_at"].replace(tzinfo=UTC)
-    return NoteOut(**row)
+    author_id = row.pop("author_id")  # a note written signed in is its author's alone
+    return NoteOut(**row, private=author_id is not None)
 '''
 
 CACHE_HANDLER = '''
@@ -197,6 +198,26 @@ from runtime import Ctx
 @get("/bench/whoami")
 async def whoami(ctx: Ctx) -> dict[str, Any]:
     return {"user_id": ctx.auth.user_id, "roles": sorted(ctx.auth.roles)}
+'''
+
+REALTIME_HANDLER = '''
+"""The realtime scenario's stream and publisher: one topic, every event to every subscriber."""
+
+from typing import Any
+
+from litestar import post
+
+from runtime import Ctx, subscribe
+
+
+@subscribe("/bench/live")
+async def live(ctx: Ctx) -> list[str]:
+    return ["bench"]
+
+
+@post("/bench/publish")
+async def publish(ctx: Ctx, data: dict[str, Any]) -> dict[str, int]:
+    return {"seq": await ctx.publish("bench", data)}
 '''
 
 PENDING_REVISION_NAME = "9999_bench_pending.sql"
@@ -302,6 +323,11 @@ class DemoProject:
     def add_auth_handler(self) -> None:
         """``GET /api/bench/whoami``: the request's ``ctx.auth`` (user id and roles)."""
         (self.root / "handlers" / "bench_auth.py").write_text(AUTH_HANDLER.lstrip())
+
+    def add_realtime_handlers(self) -> None:
+        """``GET /api/bench/live`` (``@subscribe``: the topic ``bench``) and
+        ``POST /api/bench/publish`` (``ctx.publish("bench", body)``, its number returned)."""
+        (self.root / "handlers" / "bench_realtime.py").write_text(REALTIME_HANDLER.lstrip())
 
     def add_pending_revision(self) -> None:
         text = textwrap.dedent(PENDING_REVISION).lstrip()

@@ -29,6 +29,10 @@ class Row:
     """Resident memory of a process (VmRSS), MiB."""
     cpu_us: float | None = None
     """Microseconds per request, measured in-process (no sockets)."""
+    kib_each: float | None = None
+    """Resident memory per open stream (realtime), KiB."""
+    lost: int | None = None
+    """Deliveries the subscribers did not get (realtime): shown in the notes and the targets."""
     ratio: float | None = None
     """Against the bare-Litestar row of the same scenario measured in this run:
     req/s over its req/s, time over its time, or memory over its memory."""
@@ -36,7 +40,7 @@ class Row:
 
     @property
     def value(self) -> float | None:
-        for value in (self.rps, self.time_ms, self.rss_mib, self.cpu_us):
+        for value in (self.rps, self.time_ms, self.rss_mib, self.cpu_us, self.kib_each):
             if value is not None:
                 return value
         return None
@@ -343,6 +347,60 @@ AUTH_TARGETS = (
     ),
 )
 
+REALTIME_POSTGRES = "PostgreSQL"
+REALTIME_SQLITE = "SQLite, the default"
+REALTIME_SUBSCRIBERS = 1_000
+"""The streams the realtime targets are held to (``--quick`` opens fewer: n/a)."""
+REALTIME_RATE = 10
+"""Events a second, each delivered to every stream."""
+
+
+def realtime_case(subscribers: int, backend: str) -> str:
+    return (
+        f"publish to receive, {subscribers:,} streams x {REALTIME_RATE} events/s "
+        f"(events on {backend})"
+    )
+
+
+def realtime_memory_case(backend: str) -> str:
+    return f"worker memory per open stream (events on {backend})"
+
+
+def _realtime_p99(backend: str) -> Measure:
+    def measure(rows: Sequence[Row]) -> float | None:
+        row = _find(rows, "realtime", "forge", realtime_case(REALTIME_SUBSCRIBERS, backend))
+        return row.p99_ms if row else None
+
+    return measure
+
+
+def _realtime_lost(rows: Sequence[Row]) -> float | None:
+    """Deliveries lost over every realtime run of the report (None: none ran)."""
+    counts = [row.lost for row in rows if row.scenario == "realtime" and row.lost is not None]
+    return float(sum(counts)) if counts else None
+
+
+REALTIME_TARGETS = (
+    *(
+        Target(
+            f"Realtime: p99 publish-to-receive latency with {REALTIME_SUBSCRIBERS:,} "
+            f"subscribers at {REALTIME_RATE} events/s each < 100 ms (events on {backend})",
+            _realtime_p99(backend),
+            limit=100,
+            at_least=False,
+            unit="ms",
+        )
+        for backend in (REALTIME_POSTGRES, REALTIME_SQLITE)
+    ),
+    Target(
+        "Realtime: no delivery lost (every stream gets every event)",
+        _realtime_lost,
+        limit=0,
+        at_least=False,
+        unit="lost",
+    ),
+)
+
 TARGETS = (
     Target(
         "JSON hello: forge >= 0.95 x litestar",
@@ -419,6 +477,7 @@ TARGETS = (
     *WORKFLOW_TARGETS,
     *CACHE_TARGETS,
     *AUTH_TARGETS,
+    *REALTIME_TARGETS,
 )
 
 
@@ -487,8 +546,8 @@ def _cell(text: str) -> str:
 def table(rows: Sequence[Row], titles: dict[str, str]) -> str:
     lines = [
         "| Scenario | Case | Stack | req/s | p50 ms | p99 ms | time ms | RSS MiB | us/req "
-        "| x litestar | Notes |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| KiB/sub | x litestar | Notes |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         cells = (
@@ -501,6 +560,7 @@ def table(rows: Sequence[Row], titles: dict[str, str]) -> str:
             _number(row.time_ms),
             _number(row.rss_mib, 1),
             _number(row.cpu_us, 1),
+            _number(row.kib_each, 1),
             _number(row.ratio, 2),
             row.notes,
         )

@@ -6,7 +6,8 @@ cookies for a single-page app on the same site: the access token HttpOnly,
 the refresh token HttpOnly and sent only to /api/auth/, and a CSRF cookie
 that the page's scripts echo in the X-CSRF-Token header of every POST, PUT,
 PATCH and DELETE. ctx.auth then names the user. The users table is the
-migration written beside this module.
+migration written beside this module; the demo declares it with its other
+tables (models.py), where notes point at it.
 """
 
 from typing import Annotated, Any
@@ -18,9 +19,11 @@ from litestar.exceptions import (
     NotAuthorizedException,
     SerializationException,
 )
+from litestar.openapi import ResponseSpec
+from litestar.params import JSONBody
 from msgspec import Meta, Struct
 
-from runtime import Ctx, public, rate_limit, requires_auth
+from runtime import Ctx, ErrorBody, public, rate_limit, requires_auth
 from runtime.auth import (
     Tokens,
     cleared_cookies,
@@ -33,20 +36,19 @@ from runtime.auth import (
     verify_password,
 )
 
+from .models import users
+
 # The refresh token's cookie goes only to the routes below, not to every request.
 SESSION_ROUTES = "/api/auth"
 
-users = sa.table(
-    "users",
-    sa.column("id", sa.Integer),
-    sa.column("email", sa.String),
-    sa.column("password_hash", sa.String),
-    sa.column("roles", sa.String),
-    sa.column("created_at", sa.DateTime(timezone=True)),
-)
-
 Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
 Password = Annotated[str, Meta(min_length=8, max_length=1024)]
+
+
+def refused(status: int, description: str) -> dict[int, ResponseSpec]:
+    """A refusal the route answers, for its OpenAPI schema."""
+    spec = ResponseSpec(ErrorBody, generate_examples=False, description=description)
+    return {status: spec}
 
 
 class Credentials(Struct):
@@ -89,8 +91,8 @@ async def authenticate(ctx: Ctx, data: Credentials) -> Account:
 
 @public
 @rate_limit("10/hour", key="ip")
-@post("/auth/register", status_code=201)
-async def register(ctx: Ctx, data: Credentials) -> Account:
+@post("/auth/register", status_code=201, responses=refused(409, "The email is taken"))
+async def register(ctx: Ctx, data: JSONBody[Credentials]) -> Account:
     email = data.email.lower()
     taken = await ctx.db.scalar(sa.select(users.c.id).where(users.c.email == email))
     if taken is not None:
@@ -106,9 +108,9 @@ async def register(ctx: Ctx, data: Credentials) -> Account:
 @get("/auth/me", guards=[requires_auth])
 async def me(ctx: Ctx) -> Account:
     """Who the session is: 401 without one."""
-    return Account(
-        id=int(ctx.auth.user_id), email=ctx.auth.claims["email"], roles=sorted(ctx.auth.roles)
-    )
+    auth = ctx.auth
+    email = auth.claims["email"]
+    return Account(id=int(auth.user_id), email=email, roles=sorted(auth.roles))
 
 
 async def start_session(ctx: Ctx, account: Account) -> Tokens:
@@ -118,19 +120,21 @@ async def start_session(ctx: Ctx, account: Account) -> Tokens:
 @public
 @rate_limit("20/minute", key="ip")
 @rate_limit("5/minute", key=account_of)
-@post("/auth/login", status_code=200)
-async def login(ctx: Ctx, data: Credentials) -> Response[Account]:
+@post("/auth/login", status_code=200, responses=refused(401, "Wrong email or password"))
+async def login(ctx: Ctx, data: JSONBody[Credentials]) -> Response[Account]:
     account = await authenticate(ctx, data)
     tokens = await start_session(ctx, account)
-    return Response(account, cookies=session_cookies(ctx, tokens, refresh_path=SESSION_ROUTES))
+    cookies = session_cookies(ctx, tokens, refresh_path=SESSION_ROUTES)
+    return Response(account, cookies=cookies)
 
 
 @public
 @rate_limit("60/minute", key="ip")
-@post("/auth/refresh", status_code=204)
+@post("/auth/refresh", status_code=204, responses=refused(401, "No session to refresh"))
 async def refresh(ctx: Ctx) -> Response[None]:
     tokens = await refresh_tokens(ctx, session_refresh_token(ctx))
-    return Response(None, cookies=session_cookies(ctx, tokens, refresh_path=SESSION_ROUTES))
+    cookies = session_cookies(ctx, tokens, refresh_path=SESSION_ROUTES)
+    return Response(None, cookies=cookies)
 
 
 @public

@@ -4,12 +4,33 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+# The accounts of auth.py (forge new auth), as migration 0004 made them.
+users = Table(
+    "users",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("roles", String(500), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 
 
 class Note(Base):
@@ -21,9 +42,12 @@ class Note(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=lambda: datetime.now(UTC), index=True
     )
-    # The users table is handlers/auth.py's (forge new auth); migration 0005
-    # holds the foreign key, ON DELETE CASCADE.
-    author_id: Mapped[int | None] = mapped_column(default=None, index=True)
+    # Migration 0005.
+    author_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"),
+        default=None,
+        index=True,
+    )
     """The user who wrote it, who alone may see it; None: everyone's."""
 
 

@@ -3,14 +3,17 @@
 Notes written signed in belong to their author: nobody else sees, publishes or
 deletes them (they are "not found", as if they did not exist). Notes written
 signed out are everyone's. Accounts come from ``handlers/auth.py``.
+
+Creating or deleting a note publishes an event on the topic ``notes``, which
+``GET /api/notes/live`` streams to the demo's pages (server-sent events).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from litestar import delete, get, post
+from litestar import delete, get, patch, post
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter
@@ -18,7 +21,7 @@ from msgspec import Meta, Struct
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import or_, select
 
-from runtime import Ctx, ErrorBody
+from runtime import Ctx, ErrorBody, public, subscribe
 
 from .models import Note
 from .welcome import summarise_note
@@ -39,6 +42,13 @@ def words_key(note_id: int) -> str:
 class NewNote(Struct):
     title: Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
     body: Annotated[str, Meta(max_length=100_000, pattern=NO_NUL)] = ""
+
+
+class NoteChange(Struct):
+    """What PATCH changes: the fields given, the others as they are."""
+
+    title: Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)] | None = None
+    body: Annotated[str, Meta(max_length=100_000, pattern=NO_NUL)] | None = None
 
 
 class NoteOut(Struct):
@@ -62,6 +72,17 @@ class NoteOut(Struct):
 def author_of(ctx: Ctx) -> int | None:
     """The signed-in user's id (their tokens' ``sub``), None when signed out."""
     return int(ctx.auth.user_id) if ctx.auth.user_id is not None else None
+
+
+async def publish_change(
+    ctx: Ctx, note_id: int | None, action: Literal["created", "updated", "deleted", "pruned"]
+) -> None:
+    """Tell the ``notes`` topic, once this transaction commits, that a note changed.
+
+    Its id and no more: every subscriber gets the event, and a private note's
+    title is its author's alone. Each page then reloads what it may read.
+    """
+    await ctx.publish("notes", {"id": note_id, "action": action})
 
 
 async def readable_note(ctx: Ctx, note_id: int) -> Note:
@@ -93,7 +114,20 @@ async def create_note(ctx: Ctx, data: JSONBody[NewNote]) -> NoteOut:
     await ctx.db.flush()
     # In this request's transaction: no note, no job.
     await ctx.enqueue(summarise_note, note_id=note.id)
+    await publish_change(ctx, note.id, "created")
     ctx.log.info("created note %d", note.id)
+    return NoteOut.of(note)
+
+
+@patch("/notes/{note_id:int}", responses=NOT_FOUND)
+async def update_note(ctx: Ctx, note_id: NoteId, data: JSONBody[NoteChange]) -> NoteOut:
+    note = await readable_note(ctx, note_id)
+    if data.title is not None:
+        note.title = data.title
+    if data.body is not None:
+        note.body = data.body
+        await ctx.cache.delete(words_key(note_id))  # stats.top_words' cached result
+    await publish_change(ctx, note_id, "updated")
     return NoteOut.of(note)
 
 
@@ -106,3 +140,14 @@ async def delete_note(ctx: Ctx, note_id: NoteId) -> None:
     if deleted.rowcount == 0:
         raise NotFoundException(f"note {note_id} not found")
     await ctx.cache.delete(words_key(note_id))  # stats.top_words' cached result
+    await publish_change(ctx, note_id, "deleted")
+
+
+# Public: its events carry ids only, and EventSource cannot refresh a session, so a
+# stale session cookie must not refuse its reconnections (a 401 ends them for good).
+@public
+@subscribe("/notes/live")
+async def notes_live(ctx: Ctx) -> list[str]:
+    """Server-sent events: one per note created, updated or deleted (its id and the
+    action), and one when old notes are pruned."""
+    return ["notes"]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ._context import Context, Ctx, Env, MissingEnvError
     from ._http.authentication import requires_auth, requires_role
     from ._http.errors import ErrorBody
+    from ._http.streams import subscribe
     from ._http.webhooks import webhook
     from ._jobs.queue import JobInfo
     from ._project.declarations import JobError, cron, daemon, job
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         step,
         workflow,
     )
+    from ._realtime import RealtimeError
     from ._workflows.reading import WorkflowRun, WorkflowStep
     from ._workflows.records import WorkflowInfo
 
@@ -54,6 +56,7 @@ __all__ = [
     "JobInfo",
     "MissingEnvError",
     "RateLimitError",
+    "RealtimeError",
     "StepFailed",
     "WaitTimeout",
     "WorkflowError",
@@ -71,6 +74,7 @@ __all__ = [
     "requires_auth",
     "requires_role",
     "step",
+    "subscribe",
     "webhook",
     "workflow",
 ]
@@ -81,6 +85,8 @@ _HOMES = {
     "requires_role": "._http.authentication",
     "public": "._project.http_options",
     "webhook": "._http.webhooks",
+    "subscribe": "._http.streams",
+    "RealtimeError": "._realtime",
     "Cache": "._cache",
     "CacheError": "._cache",
     "CacheUnavailable": "._cache",

@@ -233,6 +233,19 @@ class Context:
 
         return await enqueue_many(self.db, task, arguments, delay=delay)
 
+    async def publish(self, topic: str, data: Any = None) -> int:
+        """Send `data` (JSON) to the subscribers of `topic` once this context's transaction
+        commits, after every event it published before; its number within the topic.
+
+        A rolled-back transaction publishes nothing. Topics are names such as
+        ``"notes"`` or ``"notes:42"``; streams are declared with ``@subscribe``.
+        """
+        if self._workflow is not None:
+            raise self._not_in_workflow("publish", "publish from a step")
+        from ._realtime import publish
+
+        return await publish(self.db, topic, data)
+
     # --- workflows ---------------------------------------------------------------
 
     async def start_workflow(

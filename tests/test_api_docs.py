@@ -26,7 +26,7 @@ def test_schema_and_page_describe_the_handlers(with_frontend: Project) -> None:
     paths = document["paths"]
     assert {"/api/hello", "/api/notes", "/api/notes/{note_id}"} <= set(paths)
     assert set(paths["/api/notes"]) == {"get", "post"}
-    assert set(paths["/api/notes/{note_id}"]) == {"get", "delete"}
+    assert set(paths["/api/notes/{note_id}"]) == {"get", "patch", "delete"}
     # ctx is the runtime's business, not a parameter a client sends.
     hello = paths["/api/hello"]["get"]
     assert [p["name"] for p in hello.get("parameters", [])] == ["name"]

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"__version__", "_errors", "_processes", "_redact"},
     {"_config", "_status"},
     {"_db", "_frontend", "_observe", "_project"},
-    {"_auth", "_cache", "_cluster", "_webhooks"},
+    {"_auth", "_cache", "_cluster", "_realtime", "_webhooks"},
     {"_jobs"},
     {"_workflows"},
     {"_context"},

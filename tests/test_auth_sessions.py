@@ -82,7 +82,8 @@ async def me(ctx: Ctx) -> dict[str, Any]:
 
 
 def configure(project: Project, env: dict[str, str] | None = None) -> None:
-    project.write("handlers/sessions.py", HANDLERS)
+    # In place of the demo's accounts, on the same paths.
+    project.write("handlers/auth.py", HANDLERS)
     project.env.update({"FORGE_AUTH__JWT_SECRET": SECRET, **(env or {})})
 
 
@@ -193,7 +194,7 @@ def test_logout_on_one_node_is_honoured_on_another(project: Project, pg_url: str
 
 
 def test_issuing_without_a_secret_says_what_is_missing(project: Project) -> None:
-    project.write("handlers/sessions.py", HANDLERS)
+    project.write("handlers/auth.py", HANDLERS)
     node = project.start()
     node.wait_ready()
     body = {"email": "ada@example.com", "password": "correct horse"}
@@ -244,7 +245,7 @@ async def write(ctx: Ctx) -> dict[str, object]:
 def test_cookie_mode_sets_safe_cookies_and_refuses_cross_site_writes(project: Project) -> None:
     import httpx
 
-    project.write("handlers/cookie_sessions.py", COOKIE_HANDLERS)
+    project.write("handlers/auth.py", COOKIE_HANDLERS)
     project.env.update({"FORGE_AUTH__JWT_SECRET": SECRET, "FORGE_AUTH__COOKIE": "session"})
     node = project.start()
     node.wait_ready()
@@ -290,7 +291,7 @@ def test_cookie_mode_sets_safe_cookies_and_refuses_cross_site_writes(project: Pr
 
 
 def test_cookies_are_secure_outside_development(project: Project) -> None:
-    project.write("handlers/cookie_sessions.py", COOKIE_HANDLERS)
+    project.write("handlers/auth.py", COOKIE_HANDLERS)
     project.env.update(
         {"FORGE_AUTH__JWT_SECRET": SECRET, "FORGE_AUTH__COOKIE": "session", "APP_ENV": "production"}
     )

@@ -26,11 +26,14 @@ from bench.report import (
     CACHE_REDIS,
     CACHE_SQLITE,
     MEMORY_WORKER,
+    REALTIME_POSTGRES,
+    REALTIME_SQLITE,
     WORKFLOWS_DEFAULTS,
     WORKFLOWS_THROUGHPUT,
     Row,
     cache_case,
     contention_case,
+    realtime_case,
     scaling_case,
     verdicts,
 )
@@ -71,13 +74,14 @@ EXPECTED = {
     ("13. Durable workflows (PostgreSQL)", "forge"),
     ("14. Cache, cached responses, rate limits", "forge"),
     ("15. Authentication (JWT bearer, argon2id)", "forge"),
+    ("16. Realtime (server-sent events)", "forge"),
 }
 CACHED_TARGET = "Cache: @cached(60) GET >= 0.9 x forge's JSON hello (cache on "
 WITH_REDIS = {("14. Cache, cached responses, rate limits", "litestar")}
 """Rows there only where Redis answers (the cache scenario's baseline reads it)."""
 COLUMNS = [
     *("Scenario", "Case", "Stack", "req/s", "p50 ms", "p99 ms", "time ms", "RSS MiB"),
-    *("us/req", "x litestar"),
+    *("us/req", "KiB/sub", "x litestar"),
 ]
 NUMBER = re.compile(r"^\d[\d,]*(\.\d+)?$")
 
@@ -138,11 +142,11 @@ def test_wrk_sends_the_headers_of_a_load() -> None:
 
     if shutil.which("wrk") is None:
         skip_or_fail("wrk is not installed")
-    seen: set[str | None] = set()
+    seen: set[tuple[str, str | None]] = set()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            seen.add(self.headers.get("Authorization"))
+            seen.add((self.path, self.headers.get("Authorization")))
             self.send_response(200)
             self.send_header("content-length", "2")
             self.end_headers()
@@ -154,12 +158,15 @@ def test_wrk_sends_the_headers_of_a_load() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
+        # A path per run: the server may still be answering the first run's last
+        # requests while the second one starts.
         url = f"http://127.0.0.1:{server.server_address[1]}/api/hello"
-        load.run_wrk(url, duration=1, connections=2, headers=[("Authorization", "Bearer a.b.c")])
-        assert seen == {"Bearer a.b.c"}
-        seen.clear()
-        load.run_wrk(url, duration=1, connections=2)
-        assert seen == {None}
+        load.run_wrk(
+            url + "?run=1", duration=1, connections=2, headers=[("Authorization", "Bearer a.b.c")]
+        )
+        load.run_wrk(url + "?run=2", duration=1, connections=2)
+        assert {header for path, header in seen if path.endswith("run=1")} == {"Bearer a.b.c"}
+        assert {header for path, header in seen if path.endswith("run=2")} == {None}
     finally:
         server.shutdown()
         server.server_close()
@@ -187,6 +194,9 @@ def test_targets_divide_figures_of_the_same_run() -> None:
         Row("auth", AUTH_NONE, "forge", rps=2000),
         Row("auth", AUTH_ANONYMOUS, "forge", rps=1000),
         Row("auth", AUTH_BEARER, "forge", rps=800),
+        Row("realtime", realtime_case(1_000, REALTIME_POSTGRES), "forge", p99_ms=80, lost=0),
+        Row("realtime", realtime_case(1_000, REALTIME_SQLITE), "forge", p99_ms=120, lost=2),
+        Row("realtime", realtime_case(100, REALTIME_SQLITE), "forge", p99_ms=20, lost=1),
     ]
     found = {v.target.label: (v.measured, v.outcome) for v in verdicts(rows)}
     assert found["DB read: forge >= 0.95 x litestar+ORM"] == (pytest.approx(0.96), "PASS")
@@ -205,6 +215,12 @@ def test_targets_divide_figures_of_the_same_run() -> None:
     assert found[f"{CACHED_TARGET}{CACHE_REDIS})"] == (None, "n/a")
     bearer = next(label for label in found if label.startswith("Auth: "))
     assert found[bearer] == (0.8, "MISS")  # against the same server's anonymous hello
+    realtime = [label for label in found if label.startswith("Realtime: p99")]
+    assert [found[label] for label in realtime] == [(80, "PASS"), (120, "MISS")]
+    assert found["Realtime: no delivery lost (every stream gets every event)"] == (
+        3,
+        "MISS",
+    )  # every run's losses, the --quick size's too
     contention = "Contention: 8 nodes all ready within 3 x the 1-node time"
     assert found[contention] == (None, "n/a")  # 8 nodes were not measured
     rows.append(Row("contention", contention_case(8), "forge", time_ms=3500))
@@ -238,7 +254,9 @@ def test_quick_run_reports_every_stack_and_scenario(tmp_path: Path) -> None:
         stdout, stderr = process.communicate(timeout=60)
         pytest.fail(f"python -m bench --quick took over 10 minutes:\n{stderr[-5000:]}")
 
-    assert process.returncode == 0, stderr[-5000:]
+    # What failed comes first (a scenario's traceback), then how the run ended.
+    failed = stderr[stderr.find("Traceback") :][:4000] if "Traceback" in stderr else ""
+    assert process.returncode == 0, failed + "\n[...]\n" + stderr[-3000:]
     report = output.read_text()
     assert "| Scenario | Case | Stack |" in stdout
     rows = _results_table(report)
@@ -249,7 +267,9 @@ def test_quick_run_reports_every_stack_and_scenario(tmp_path: Path) -> None:
     for row in rows:
         if row["Notes"].startswith("not run:"):
             continue  # a peer, where `uv sync --group bench` was not run (CI), or no Redis
-        figures = [row[column] for column in ("req/s", "p50 ms", "time ms", "RSS MiB", "us/req")]
+        figures = [
+            row[column] for column in ("req/s", "p50 ms", "time ms", "RSS MiB", "us/req", "KiB/sub")
+        ]
         assert any(NUMBER.match(figure) for figure in figures), row
         if NUMBER.match(row["req/s"]) and not row["Scenario"].startswith(("7.", "13.")):
             # Requests have latencies; jobs/s and steps/s (in the same column) do not.
@@ -261,11 +281,16 @@ def test_quick_run_reports_every_stack_and_scenario(tmp_path: Path) -> None:
         *("Jobs: enqueue to start p50", "Jobs: enqueue to start p99"),
         f"{CACHED_TARGET}{CACHE_SQLITE})",
         "Auth: a JSON hello with an HS256 bearer token",
+        "Realtime: no delivery lost",
         *(("Cache: ctx.cache.get", f"{CACHED_TARGET}{CACHE_REDIS})") if redis else ()),
     ):
         assert re.search(rf"\| {re.escape(target)}.*\| (PASS|MISS) \|", report), target
     # --quick contends with 1 and 2 nodes only: the 8-node target is not measured.
     assert re.search(r"\| Contention: 8 nodes.*\| n/a \|", report)
+    # --quick opens 100 streams: the targets of 1,000 are not measured.
+    assert re.search(r"\| Realtime: p99 .*\| n/a \|", report)
+    realtime = [row for row in rows if row["Scenario"].startswith("16.")]
+    assert any(NUMBER.match(row["KiB/sub"]) for row in realtime), realtime
     for case in ("1 worker", "2 workers"):
         assert any(row["Case"] == f"GET /api/hello, {case}" for row in rows), case
     for fact in ("CPU:", "cores:", "memory:", "Python:", "granian:", "litestar:", "load average"):

@@ -6,12 +6,14 @@ older than its sources); Chromium is driven through Playwright.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import Node, Project, skip_or_fail
 
@@ -76,14 +78,16 @@ def watch_problems(page: Any) -> list[str]:
         if response.status >= 400:
             problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
+    def on_failed(request: Any) -> None:
+        # An event stream (the notes list's) never ends by itself: leaving its page
+        # aborts it, as it should.
+        if request.resource_type == "eventsource" and request.failure == "net::ERR_ABORTED":
+            return
+        problems.append(f"request failed: {request.method} {request.url}: {request.failure}")
+
     page.on("console", on_console)
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on(
-        "requestfailed",
-        lambda request: problems.append(
-            f"request failed: {request.method} {request.url}: {request.failure}"
-        ),
-    )
+    page.on("requestfailed", on_failed)
     page.on("response", on_response)
     return problems
 
@@ -388,8 +392,13 @@ def test_a_signed_in_note_is_private_in_the_browser(
         ], problems
         problems.clear()
 
-        # Deleting, signed in: the page echoes the (new) CSRF cookie.
-        with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        # Deleting, signed in: the page echoes the (new) CSRF cookie. The list then
+        # reads itself again, as after every change (`GET /api/notes/live`): once that
+        # read is done, the reload below aborts nothing.
+        reread = page.expect_response(
+            lambda r: r.request.method == "GET" and r.url == node.url + "/api/notes"
+        )
+        with reread, page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
             mine.get_by_test_id("note-delete").click()
         assert deleted.value.status == 204, deleted.value.text()
         assert deleted.value.request.headers.get("x-csrf-token") == csrf_cookie()
@@ -406,3 +415,120 @@ def test_a_signed_in_note_is_private_in_the_browser(
         raise fail_with_screenshot(exc, page, node, tmp_path, problems) from exc
     finally:
         context.close()
+
+
+def test_the_list_follows_changes_made_elsewhere(
+    browser: Any, demo_node: Node, tmp_path: Path
+) -> None:
+    """Two visitors, each a browser context of its own, on the list: a note one adds shows
+    in the other's list within a second, and goes within a second of its deletion; a note
+    open there says it was deleted. The events carry ids, never titles (handlers/notes.py),
+    and another user's private note shows to neither visitor."""
+    from playwright.sync_api import expect
+
+    node = demo_node
+    contexts = [browser.new_context(base_url=node.url) for _ in range(2)]
+    writer, reader = pages = [context.new_page() for context in contexts]
+    problems = {page: watch_problems(page) for page in pages}
+    suffix = uuid.uuid4().hex[:8]
+
+    def on_list(page: Any) -> None:
+        with page.expect_response(lambda r: r.url.endswith("/api/notes/live")) as live:
+            page.goto("/")
+        assert live.value.status == 200
+        expect(page.get_by_test_id("note-list")).to_have_attribute("aria-busy", "false")
+
+    def add(title: str) -> int:
+        """Add a note through the writer's form: its id, once the answer is in."""
+        writer.get_by_test_id("note-title-input").fill(title)
+        with writer.expect_response(lambda r: r.request.method == "POST") as created:
+            writer.get_by_test_id("note-submit").click()
+        assert created.value.status == 201, created.value.text()
+        return created.value.json()["id"]
+
+    def remove(title: str) -> None:
+        item = writer.get_by_test_id("note-item").filter(has_text=title)
+        with writer.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+            item.get_by_test_id("note-delete").click()
+        assert deleted.value.status == 204, deleted.value.text()
+
+    def listed(title: str) -> Any:
+        return reader.get_by_test_id("note-item").filter(has_text=title)
+
+    # What the stream sends, as a browser reads it: the writer's page follows it too.
+    follow_the_stream = """() => new Promise((opened) => {
+        window.changes = [];
+        const source = new EventSource('/api/notes/live');
+        source.addEventListener('notes', (event) => window.changes.push(event.data));
+        source.addEventListener('ready', opened);
+    })"""
+
+    def flow() -> None:
+        for page in pages:
+            on_list(page)
+        writer.evaluate(follow_the_stream)
+
+        # Each expect starts once the writer has its answer: 1 s from the commit.
+        first = f"Live note {suffix}"
+        first_id = add(first)
+        expect(listed(first)).to_be_visible(timeout=1000)
+        # Edited by another client (the API: the demo's pages do not edit).
+        edited = f"Edited note {suffix}"
+        changed = httpx.patch(f"{node.url}/api/notes/{first_id}", json={"title": edited})
+        assert changed.status_code == 200 and changed.json()["title"] == edited, changed.text
+        expect(listed(edited)).to_be_visible(timeout=1000)
+        expect(listed(first)).to_have_count(0)
+        first = edited
+        remove(first)
+        expect(listed(first)).to_have_count(0, timeout=1000)
+
+        # Another user's private note: its event reaches everyone, its title no one.
+        secret = f"Secret note {suffix}"
+        with httpx.Client(base_url=node.url, timeout=10) as ada:
+            credentials = {"email": f"ada-{suffix}@example.com", "password": "a long password"}
+            assert ada.post("/api/auth/register", json=credentials).status_code == 201
+            assert ada.post("/api/auth/login", json=credentials).status_code == 200
+            csrf = {"X-CSRF-Token": ada.cookies["session_csrf"]}
+            private = ada.post("/api/notes", json={"title": secret}, headers=csrf)
+            assert private.status_code == 201 and private.json()["private"], private.text
+        # Listed after the private one's event: the reader has read the list since.
+        second = f"Open note {suffix}"
+        second_id = add(second)
+        expect(listed(second)).to_be_visible(timeout=1000)
+        expect(listed(secret)).to_have_count(0)
+        expect(writer.get_by_test_id("note-item").filter(has_text=secret)).to_have_count(0)
+
+        # The note open on the reader's page (following the changes), deleted by the writer.
+        with reader.expect_response(lambda r: r.url.endswith("/api/notes/live")) as live:
+            listed(second).get_by_role("link", name=second).click()
+        assert live.value.status == 200
+        expect(reader).to_have_url(f"{node.url}/notes/{second_id}")
+        detail = reader.get_by_test_id("note-detail")
+        expect(detail.get_by_role("heading", name=second)).to_be_visible()
+        remove(second)
+        expect(detail.get_by_role("heading", name="Note deleted")).to_be_visible(timeout=1000)
+        expect(reader).to_have_title("Note deleted · Notes")
+
+        writer.wait_for_function("window.changes.length >= 6")
+        sent = writer.evaluate("window.changes")
+        assert all(secret not in data for data in sent), sent
+        changes = [json.loads(data) for data in sent]
+        assert changes == [
+            {"id": first_id, "action": "created"},
+            {"id": first_id, "action": "updated"},
+            {"id": first_id, "action": "deleted"},
+            {"id": private.json()["id"], "action": "created"},
+            {"id": second_id, "action": "created"},
+            {"id": second_id, "action": "deleted"},
+        ], changes
+        for page in pages:
+            assert problems[page] == [], "\n".join(problems[page])
+
+    try:
+        flow()
+    except Exception as exc:
+        seen = [problem for page in pages for problem in problems[page]]
+        raise fail_with_screenshot(exc, reader, node, tmp_path, seen) from exc
+    finally:
+        for context in contexts:
+            context.close()

@@ -152,8 +152,12 @@ def test_alone_with_only_database_url_and_port(
     node.signal(signal.SIGTERM)
     assert node.process.wait(timeout=30) == 0, node.output()
     assert "stopped after" in node.output()
-    # Nothing but the executable was written: the app travelled inside it.
-    assert sorted(p.name for p in alone.iterdir()) == ["forge-demo"]
+    # Nothing but the executable was written, the app travelled inside it; and in
+    # development (its default) the JWT secret of the demo's accounts, made on
+    # first start since JWT_SECRET is not set, readable by its owner alone.
+    assert sorted(p.name for p in alone.iterdir()) == [".forge", "forge-demo"]
+    assert [p.name for p in (alone / ".forge").iterdir()] == ["jwt-secret"]
+    assert (alone / ".forge" / "jwt-secret").stat().st_mode & 0o777 == 0o600
 
 
 def test_commands_and_the_default_sqlite_file(

@@ -463,7 +463,8 @@ BROKEN = select(text("x")).select_from(text("no_such_table"))
 def out(row: dict) -> NoteOut:
     if row["created_at"].tzinfo is None:  # SQLite: naive, written in UTC
         row["created_at"] = row["created_at"].replace(tzinfo=UTC)
-    return NoteOut(**row)
+    author_id = row.pop("author_id")  # a note written signed in is private to its author
+    return NoteOut(**row, private=author_id is not None)
 
 
 @get("/fast/notes/{note_id:int}")

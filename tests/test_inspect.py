@@ -17,7 +17,7 @@ from runtime._db.chains import RUNTIME_SCHEMA
 from runtime._db.revisions import revision_files
 
 RUNTIME_REVISIONS = len(revision_files(RUNTIME_SCHEMA))
-DEMO_REVISIONS = 3
+DEMO_REVISIONS = 5
 SECRETS = ["s3cr3t-db-Pa55", "s3cr3t-api-key", "s3cr3t-stripe", "s3cr3t-session"]
 
 
@@ -178,13 +178,13 @@ def test_check_exits_2_on_a_configuration_error(project: Project) -> None:
 
 def test_check_fails_on_a_broken_revision_file(project: Project) -> None:
     project.write(
-        "migrations/0003_broken.sql", "-- No sections at all.\nCREATE TABLE x (id int);\n"
+        "migrations/0006_broken.sql", "-- No sections at all.\nCREATE TABLE x (id int);\n"
     )
     result = project.forge("check")
     assert_clean(result)
     assert result.returncode == 1
     failed = "\n".join(lines(result, "FAIL"))
-    assert "0003_broken.sql: no '-- @up' section" in failed
+    assert "0006_broken.sql: no '-- @up' section" in failed
     # Without a readable chain there is nothing to compare the database with.
     assert "database:" not in result.stdout
 
@@ -201,7 +201,7 @@ def test_check_lists_pending_revisions_and_fails_on_an_unknown_one(
 ) -> None:
     assert project.forge("migrate").returncode == 0
     extra = project.write(
-        "migrations/0003_tags.sql",
+        "migrations/0006_tags.sql",
         """
         -- Tags.
         -- @up
@@ -213,7 +213,7 @@ def test_check_lists_pending_revisions_and_fails_on_an_unknown_one(
     result = project.forge("check")
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^warn  database: .*; 1 pending$", result.stdout, re.M), result.stdout
-    assert "pending: app 0003_tags" in result.stdout
+    assert "pending: app 0006_tags" in result.stdout
 
     assert project.forge("migrate").returncode == 0
     extra.unlink()  # the database is now at a revision this code does not know
@@ -221,7 +221,7 @@ def test_check_lists_pending_revisions_and_fails_on_an_unknown_one(
     assert_clean(result)
     assert result.returncode == 1, result.stdout
     assert re.search(r"^FAIL  database: .*unknown revision$", result.stdout, re.M), result.stdout
-    assert "the database is at app revision 0003_tags, which this code does not know" in (
+    assert "the database is at app revision 0006_tags, which this code does not know" in (
         result.stdout
     )
 

@@ -157,7 +157,7 @@ def configure(
     heartbeat: str = "500ms",
 ) -> None:
     project.write("handlers/jobtest.py", JOB_HANDLERS)
-    project.write("migrations/0003_job_runs.sql", JOB_RUNS_SQL)
+    project.write("migrations/0006_job_runs.sql", JOB_RUNS_SQL)
     project.write(
         "forge.toml",
         forge_toml(

@@ -32,16 +32,21 @@ from runtime._db.revisions import revision_files
 RUNTIME_REVISIONS = len(revision_files(RUNTIME_SCHEMA))
 RUNTIME_HEAD = revision_files(RUNTIME_SCHEMA)[-1].stem
 
-DEMO_HEAD = "0003_create_note_publications"
+DEMO_HEAD = "0005_add_note_authors"
 DEMO_INDEX = "0002_index_notes_created_at"
-"""The demo's SQL revision, before its head."""
+"""The demo's SQL revision, its second."""
+DEMO_PUBLICATIONS = "0003_create_note_publications"
+DEMO_USERS = "0004_create_users"
+"""The demo's revision before its head."""
+DEMO_REVISIONS = ("0001_create_notes", DEMO_INDEX, DEMO_PUBLICATIONS, DEMO_USERS, DEMO_HEAD)
+"""The demo's revisions, oldest first."""
 UNKNOWN_REVISION = "ffffdeadbeef"
 
 LOG_SQL = """
     -- Log that this revision ran.
     -- @up
     CREATE TABLE migration_log (revision VARCHAR(40) NOT NULL);
-    INSERT INTO migration_log (revision) VALUES ('0004_log');
+    INSERT INTO migration_log (revision) VALUES ('0006_log');
 
     -- @down
     DROP TABLE migration_log;
@@ -52,18 +57,18 @@ LOG_PY = '''
 
     from alembic import op
 
-    revision = "0005_log_py"
-    down_revision = "0004_log"
+    revision = "0007_log_py"
+    down_revision = "0006_log"
     branch_labels = None
     depends_on = None
 
 
     def upgrade() -> None:
-        op.execute("INSERT INTO migration_log (revision) VALUES ('0005_log_py')")
+        op.execute("INSERT INTO migration_log (revision) VALUES ('0007_log_py')")
 
 
     def downgrade() -> None:
-        op.execute("DELETE FROM migration_log WHERE revision = '0005_log_py'")
+        op.execute("DELETE FROM migration_log WHERE revision = '0007_log_py'")
 '''
 
 TAGS_PY = '''
@@ -72,8 +77,8 @@ TAGS_PY = '''
     import sqlalchemy as sa
     from alembic import op
 
-    revision = "0004_create_tags"
-    down_revision = "0003_create_note_publications"
+    revision = "0006_create_tags"
+    down_revision = "0005_add_note_authors"
     branch_labels = None
     depends_on = None
 
@@ -261,8 +266,8 @@ def lock_holders(pg: Database) -> list[int]:
 def test_concurrent_migrate_processes_apply_each_revision_once(
     project: Project, pg: Database
 ) -> None:
-    project.write("migrations/0004_log.sql", LOG_SQL)
-    project.write("migrations/0005_log_py.py", LOG_PY)
+    project.write("migrations/0006_log.sql", LOG_SQL)
+    project.write("migrations/0007_log_py.py", LOG_PY)
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "runtime", "migrate"],
@@ -289,12 +294,12 @@ def test_concurrent_migrate_processes_apply_each_revision_once(
     current = [stdout for _, stdout, _ in results if "up to date" in stdout]
     assert len(migrated) == 1, [stdout for _, stdout, _ in results]
     assert len(current) == 7, [stdout for _, stdout, _ in results]
-    assert "applied app 0004_log" in migrated[0]
-    assert "applied app 0005_log_py" in migrated[0]
+    assert "applied app 0006_log" in migrated[0]
+    assert "applied app 0007_log_py" in migrated[0]
     assert all("applied" not in stdout for stdout in current)
 
-    assert pg.log() == ["0004_log", "0005_log_py"]
-    assert pg.version() == ["0005_log_py"]
+    assert pg.log() == ["0006_log", "0007_log_py"]
+    assert pg.version() == ["0007_log_py"]
     assert pg.version("forge_schema_version") == [RUNTIME_HEAD]
     assert lock_holders(pg) == []
 
@@ -302,17 +307,17 @@ def test_concurrent_migrate_processes_apply_each_revision_once(
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_concurrent_nodes_all_become_ready_and_migrate_once(project: Project, pg: Database) -> None:
-    project.write("migrations/0004_log.sql", LOG_SQL)
-    project.write("migrations/0005_log_py.py", LOG_PY)
+    project.write("migrations/0006_log.sql", LOG_SQL)
+    project.write("migrations/0007_log_py.py", LOG_PY)
     nodes = [project.start() for _ in range(4)]
     for node in nodes:
         node.wait_ready(timeout=90)
 
-    assert pg.log() == ["0004_log", "0005_log_py"]
-    assert pg.version() == ["0005_log_py"]
+    assert pg.log() == ["0006_log", "0007_log_py"]
+    assert pg.version() == ["0007_log_py"]
     outputs = [node.output() for node in nodes]
-    assert sum("applied app 0004_log" in output for output in outputs) == 1, outputs
-    assert sum("applied app 0005_log_py" in output for output in outputs) == 1, outputs
+    assert sum("applied app 0006_log" in output for output in outputs) == 1, outputs
+    assert sum("applied app 0007_log_py" in output for output in outputs) == 1, outputs
     for node in nodes:
         assert node.get("/api/notes").status_code == 200
     for node in nodes:
@@ -332,7 +337,7 @@ def test_killed_migration_releases_the_lock_and_leaves_the_last_whole_revision(
     # pg_sleep outlasts the test's patience: only the killed client's backend giving up
     # releases the lock in time.
     project.write(
-        "migrations/0004_slow.sql",
+        "migrations/0006_slow.sql",
         """
         -- A slow revision.
         -- @up
@@ -382,7 +387,7 @@ def test_killed_migration_releases_the_lock_and_leaves_the_last_whole_revision(
     assert pg.exists("ix_notes_created_at")
 
     project.write(
-        "migrations/0004_slow.sql",
+        "migrations/0006_slow.sql",
         """
         -- A slow revision, made fast.
         -- @up
@@ -393,8 +398,8 @@ def test_killed_migration_releases_the_lock_and_leaves_the_last_whole_revision(
         """,
     )
     stdout = ok(project.forge("migrate"))
-    assert "applied app 0004_slow" in stdout
-    assert pg.version() == ["0004_slow"]
+    assert "applied app 0006_slow" in stdout
+    assert pg.version() == ["0006_slow"]
     assert pg.exists("slow_things")
 
 
@@ -482,7 +487,7 @@ def test_a_node_at_the_head_boots_without_the_lock(project: Project, db: Databas
 
 def test_a_pending_revision_still_waits_for_the_lock(project: Project, db: Database) -> None:
     ok(project.forge("migrate"))
-    project.write("migrations/0004_log.sql", LOG_SQL)
+    project.write("migrations/0006_log.sql", LOG_SQL)
     with holding_the_lock(project, db):
         node = project.start()
         node.wait_until(lambda: node.get("/_api/health").status_code == 200, 60, "serving")
@@ -493,11 +498,11 @@ def test_a_pending_revision_still_waits_for_the_lock(project: Project, db: Datab
         assert db.version() == [DEMO_HEAD]
         assert not db.exists("migration_log")
     node.wait_ready(timeout=60)
-    assert db.log() == ["0004_log"]
-    assert db.version() == ["0004_log"]
+    assert db.log() == ["0006_log"]
+    assert db.version() == ["0006_log"]
     node.stop()
     output = node.output()
-    assert output.count("applied app 0004_log") == 1, output
+    assert output.count("applied app 0006_log") == 1, output
     assert_no_traceback(output)
 
 
@@ -508,7 +513,7 @@ def test_a_node_records_missing_checksums_under_the_lock(project: Project, db: D
     node = project.start()
     node.wait_ready(timeout=60)
     node.stop()
-    assert set(checksums_of(db)) == {"0001_create_notes", DEMO_INDEX, DEMO_HEAD}
+    assert set(checksums_of(db)) == set(DEMO_REVISIONS)
     assert_no_traceback(node.output())
 
 
@@ -523,27 +528,27 @@ def test_the_head_read_from_the_files_is_alembics(project: Project) -> None:
     migrations = project.root / "migrations"
     assert heads(RUNTIME_SCHEMA) == (RUNTIME_HEAD, (RUNTIME_HEAD,))
     assert heads(migrations) == (DEMO_HEAD, (DEMO_HEAD,))
-    project.write("migrations/0004_log.sql", LOG_SQL)
-    project.write("migrations/0005_log_py.py", LOG_PY)
-    assert heads(migrations) == ("0005_log_py", ("0005_log_py",))
+    project.write("migrations/0006_log.sql", LOG_SQL)
+    project.write("migrations/0007_log_py.py", LOG_PY)
+    assert heads(migrations) == ("0007_log_py", ("0007_log_py",))
     # A SQL revision that names its place; one with a long id of its own.
     project.write(
-        "migrations/0006_late.sql",
-        "-- down_revision: 0005_log_py\n-- revision: late\n-- @up\nSELECT 1;\n",
+        "migrations/0008_late.sql",
+        "-- down_revision: 0007_log_py\n-- revision: late\n-- @up\nSELECT 1;\n",
     )
     assert heads(migrations) == ("late", ("late",))
 
     # What the text cannot tell for sure is left to Alembic (None): several heads,
     # an id computed when the file runs.
-    project.write("migrations/0007_branch.sql", "-- down_revision: late\n-- @up\nSELECT 1;\n")
-    project.write("migrations/0008_branch.sql", "-- down_revision: late\n-- @up\nSELECT 1;\n")
+    project.write("migrations/0009_branch.sql", "-- down_revision: late\n-- @up\nSELECT 1;\n")
+    project.write("migrations/0010_branch.sql", "-- down_revision: late\n-- @up\nSELECT 1;\n")
     assert code_head(migrations) is None
-    (migrations / "0008_branch.sql").unlink()
+    (migrations / "0010_branch.sql").unlink()
     project.write(
-        "migrations/0008_computed.py",
+        "migrations/0010_computed.py",
         """
-        revision = "0008_" + "computed"
-        down_revision = "0007_branch"
+        revision = "0010_" + "computed"
+        down_revision = "0009_branch"
 
 
         def upgrade() -> None:
@@ -559,30 +564,24 @@ def test_the_head_read_from_the_files_is_alembics(project: Project) -> None:
 def test_sql_and_python_revisions_apply_and_roll_back_in_order(
     project: Project, db: Database
 ) -> None:
-    # py, sql, py (demo), py, sql
-    project.write("migrations/0004_create_tags.py", TAGS_PY)
-    project.write("migrations/0005_index_tags.sql", TAGS_INDEX_SQL)
+    # py, sql, py, py, py (demo), py, sql
+    project.write("migrations/0006_create_tags.py", TAGS_PY)
+    project.write("migrations/0007_index_tags.sql", TAGS_INDEX_SQL)
     stdout = ok(project.forge("migrate"))
     applied = [line.split()[2] for line in stdout.splitlines() if line.startswith("applied app")]
-    assert applied == [
-        "0001_create_notes",
-        DEMO_INDEX,
-        DEMO_HEAD,
-        "0004_create_tags",
-        "0005_index_tags",
-    ]
+    assert applied == [*DEMO_REVISIONS, "0006_create_tags", "0007_index_tags"]
     # Progress through the run, per chain.
     places = [line.split()[3] for line in stdout.splitlines() if line.startswith("applied app")]
-    assert places == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
-    assert db.version() == ["0005_index_tags"]
+    assert places == [f"[{place}/7]" for place in range(1, 8)]
+    assert db.version() == ["0007_index_tags"]
     for name in ("notes", "ix_notes_created_at", "tags", "ix_tags_label"):
         assert db.exists(name), name
 
-    stdout = ok(project.forge("migrate:rollback", "--steps", "4"))
+    stdout = ok(project.forge("migrate:rollback", "--steps", "6"))
     undone = [line.split()[3] for line in stdout.splitlines() if line.startswith("rolled back app")]
-    assert undone == ["0005_index_tags", "0004_create_tags", DEMO_HEAD, DEMO_INDEX]
-    assert "rolled back app 0005_index_tags [1/4]" in stdout
-    assert "rolled back 4 revision(s)" in stdout
+    assert undone == ["0007_index_tags", "0006_create_tags", *reversed(DEMO_REVISIONS[1:])]
+    assert "rolled back app 0007_index_tags [1/6]" in stdout
+    assert "rolled back 6 revision(s)" in stdout
     assert db.version() == ["0001_create_notes"]
     assert db.exists("notes")
     for name in ("ix_notes_created_at", "tags", "ix_tags_label"):
@@ -595,7 +594,7 @@ def test_sql_and_python_revisions_apply_and_roll_back_in_order(
 
     # A SQL revision without a down section goes up, but not down again.
     project.write(
-        "migrations/0006_one_way.sql",
+        "migrations/0008_one_way.sql",
         """
         -- Create a table for good.
         -- @up
@@ -603,11 +602,11 @@ def test_sql_and_python_revisions_apply_and_roll_back_in_order(
         """,
     )
     stdout = ok(project.forge("migrate"))
-    assert "applied app 0006_one_way" in stdout
+    assert "applied app 0008_one_way" in stdout
     stderr = fails(project.forge("migrate:rollback"))
-    assert "0006_one_way.sql cannot be rolled back" in stderr
+    assert "0008_one_way.sql cannot be rolled back" in stderr
     assert "-- @down" in stderr
-    assert db.version() == ["0006_one_way"]
+    assert db.version() == ["0008_one_way"]
     assert db.exists("one_way")
 
 
@@ -616,7 +615,7 @@ def test_sql_and_python_revisions_apply_and_roll_back_in_order(
 
 def test_status_rollback_and_fresh(project: Project, db: Database) -> None:
     stdout = ok(project.forge("migrate:status"))
-    total = RUNTIME_REVISIONS + 3  # the demo has three revisions
+    total = RUNTIME_REVISIONS + len(DEMO_REVISIONS)  # the demo has five revisions
     assert f"{total} revision(s), {total} pending" in stdout
     assert any(
         line.split()[:4] == ["app", "0001_create_notes", "python", "pending"]
@@ -633,10 +632,11 @@ def test_status_rollback_and_fresh(project: Project, db: Database) -> None:
     assert lines[DEMO_HEAD][:4] == ["app", DEMO_HEAD, "python", "applied"]
     assert lines[DEMO_HEAD][-1] == "[head]"
 
-    stdout = ok(project.forge("migrate:rollback", "--steps", "2"))
-    assert f"rolled back app {DEMO_HEAD}" in stdout
-    assert f"rolled back app {DEMO_INDEX}" in stdout
+    stdout = ok(project.forge("migrate:rollback", "--steps", "4"))
+    for revision in (DEMO_HEAD, DEMO_USERS, DEMO_PUBLICATIONS, DEMO_INDEX):
+        assert f"rolled back app {revision}" in stdout
     assert db.version() == ["0001_create_notes"]
+    assert not db.exists("users")
     assert not db.exists("note_publications")
     assert not db.exists("ix_notes_created_at")
 
@@ -679,13 +679,13 @@ def test_new_revisions_python_autogenerated_and_sql(project: Project, db: Databa
     # The demo's models match its revisions: nothing to generate.
     stdout = ok(project.forge("migrate:new", "nothing yet"))
     assert "(empty: the models match the database)" in stdout
-    (project.root / "migrations/0004_nothing_yet.py").unlink()
+    (project.root / "migrations/0006_nothing_yet.py").unlink()
 
     project.write("handlers/tags.py", TAG_MODEL)
     stdout = ok(project.forge("migrate:new", "Add tags"))
-    assert "created migrations/0004_add_tags.py (autogenerated)" in stdout
-    revision = (project.root / "migrations/0004_add_tags.py").read_text()
-    assert 'revision = "0004_add_tags"' in revision
+    assert "created migrations/0006_add_tags.py (autogenerated)" in stdout
+    revision = (project.root / "migrations/0006_add_tags.py").read_text()
+    assert 'revision = "0006_add_tags"' in revision
     assert f'down_revision = "{DEMO_HEAD}"' in revision
     upgrade = revision.split("def upgrade")[1].split("def downgrade")[0]
     assert "op.create_table('tags'" in upgrade
@@ -693,13 +693,13 @@ def test_new_revisions_python_autogenerated_and_sql(project: Project, db: Databa
     assert "op.drop_table('tags')" in revision.split("def downgrade")[1]
 
     stdout = ok(project.forge("migrate"))
-    assert "applied app 0004_add_tags" in stdout
+    assert "applied app 0006_add_tags" in stdout
     assert db.exists("tags")
-    assert db.version() == ["0004_add_tags"]
+    assert db.version() == ["0006_add_tags"]
 
     stdout = ok(project.forge("migrate:new", "--sql", "Index tags by label"))
-    assert "created migrations/0005_index_tags_by_label.sql" in stdout
-    path = project.root / "migrations/0005_index_tags_by_label.sql"
+    assert "created migrations/0007_index_tags_by_label.sql" in stdout
+    path = project.root / "migrations/0007_index_tags_by_label.sql"
     template = path.read_text()
     assert template.startswith("-- Index tags by label\n")
     assert "-- @up" in template
@@ -715,15 +715,15 @@ def test_empty_revision_templates_are_refused_until_written(project: Project) ->
     # A Python revision whose upgrade() is still the template's `pass` is refused.
     assert "(empty: the models match" in ok(project.forge("migrate:new", "Nothing yet"))
     stderr = fails(project.forge("migrate"))
-    assert "error: migrations/0004_nothing_yet.py: its upgrade() is empty" in stderr
+    assert "error: migrations/0006_nothing_yet.py: its upgrade() is empty" in stderr
     assert db.version() == [DEMO_HEAD]
-    (project.root / "migrations/0004_nothing_yet.py").unlink()
+    (project.root / "migrations/0006_nothing_yet.py").unlink()
 
     ok(project.forge("migrate:new", "--sql", "Add labels"))
-    template = project.root / "migrations/0004_add_labels.sql"
+    template = project.root / "migrations/0006_add_labels.sql"
     # A revision after the template, ready to go: it must wait for the template.
     project.write(
-        "migrations/0005_more.sql",
+        "migrations/0007_more.sql",
         """
         -- More.
         -- @up
@@ -731,7 +731,7 @@ def test_empty_revision_templates_are_refused_until_written(project: Project) ->
         """,
     )
     empty = (
-        "migrations/0004_add_labels.sql: its '-- @up' section is empty: "
+        "migrations/0006_add_labels.sql: its '-- @up' section is empty: "
         "write the SQL under '-- @up'"
     )
 
@@ -748,11 +748,11 @@ def test_empty_revision_templates_are_refused_until_written(project: Project) ->
     assert db.version() == [DEMO_HEAD]
     assert not db.exists("more_things")
     check = project.forge("check").stdout
-    assert "pending: app 0004_add_labels (refused: its '-- @up' section is empty" in check
+    assert "pending: app 0006_add_labels (refused: its '-- @up' section is empty" in check
     assert "schema up to date" not in check
     result = project.forge("migrate:status")
-    assert "0004_add_labels" in ok(result) and "[empty]" in result.stdout
-    assert "app 0004_add_labels will be refused" in result.stderr
+    assert "0006_add_labels" in ok(result) and "[empty]" in result.stdout
+    assert "app 0006_add_labels will be refused" in result.stderr
 
     # Written a minute later, the SQL is applied, and the revision after it.
     template.write_text(
@@ -761,8 +761,8 @@ def test_empty_revision_templates_are_refused_until_written(project: Project) ->
         )
     )
     stdout = ok(project.forge("migrate"))
-    assert "applied app 0004_add_labels" in stdout and "applied app 0005_more" in stdout
-    assert db.version() == ["0005_more"]
+    assert "applied app 0006_add_labels" in stdout and "applied app 0007_more" in stdout
+    assert db.version() == ["0007_more"]
     assert db.exists("labels") and db.exists("more_things")
 
 
@@ -781,7 +781,7 @@ def test_edited_applied_revision_warns_refuses_production_and_is_accepted(
     ok(project.forge("migrate"))
     index = project.root / "migrations/0002_index_notes_created_at.sql"
     recorded = checksums_of(db)
-    assert set(recorded) == {"0001_create_notes", DEMO_INDEX, DEMO_HEAD}
+    assert set(recorded) == set(DEMO_REVISIONS)
     assert recorded[DEMO_INDEX] == (hashlib.sha256(index.read_bytes()).hexdigest(), True)
 
     # Line endings do not count: the same file checked out with CRLF is unchanged.
@@ -853,7 +853,7 @@ def test_edited_applied_revision_warns_refuses_production_and_is_accepted(
     assert "no app revision 'nope'" in fails(project.forge("migrate:accept", "nope"))
 
     # Rolling a revision back forgets its checksum; applied again, it is recorded afresh.
-    ok(project.forge("migrate:rollback", "--steps", "2"))
+    ok(project.forge("migrate:rollback", "--steps", "4"))
     assert set(checksums_of(db)) == {"0001_create_notes"}
     assert f"{DEMO_INDEX} is not applied" in fails(project.forge("migrate:accept", DEMO_INDEX))
     index.write_text(index.read_text() + "-- edited while rolled back\n")
@@ -868,9 +868,10 @@ def test_revisions_applied_before_checksums_get_a_baseline(project: Project, db:
     db.execute("DROP TABLE forge_migration_checksums")
     db.execute("DROP INDEX ix_forge_jobs_finished")
     later = ("forge_workflow_signals", "forge_workflow_steps", "forge_workflows", "forge_cache")
-    later += ("forge_webhook_deliveries", "forge_refresh_tokens")
+    later += ("forge_webhook_deliveries", "forge_refresh_tokens", "forge_events", "forge_topics")
     for table in later:
         db.execute(f"DROP TABLE IF EXISTS {table}")  # forge_cache: PostgreSQL only
+    db.execute("ALTER TABLE forge_nodes DROP COLUMN subscribers")
     db.execute("UPDATE forge_schema_version SET version_num = '0003_jobs'")
     index = project.root / "migrations/0002_index_notes_created_at.sql"
     index.write_text(index.read_text() + "-- edited before checksums were recorded\n")
@@ -882,6 +883,8 @@ def test_revisions_applied_before_checksums_get_a_baseline(project: Project, db:
     assert baseline == {
         "0001_create_notes": (baseline["0001_create_notes"][0], False),
         DEMO_INDEX: (hashlib.sha256(index.read_bytes()).hexdigest(), False),
+        DEMO_PUBLICATIONS: (baseline[DEMO_PUBLICATIONS][0], False),
+        DEMO_USERS: (baseline[DEMO_USERS][0], False),
         DEMO_HEAD: (baseline[DEMO_HEAD][0], False),
     }
 
@@ -923,7 +926,7 @@ def test_rollback_is_guarded_like_fresh(project: Project) -> None:
 
     stdout = ok(project.forge("migrate:rollback", "--force", env=production))
     assert f"rolled back app {DEMO_HEAD}" in stdout
-    assert db.version() == [DEMO_INDEX]
+    assert db.version() == [DEMO_USERS]
 
 
 # --- Boot ---------------------------------------------------------------------------------------
@@ -961,7 +964,7 @@ def test_failing_migration_stops_boot_at_the_last_good_revision(
     project: Project, db: Database
 ) -> None:
     project.write(
-        "migrations/0004_broken.sql",
+        "migrations/0006_broken.sql",
         """
         -- A revision with a typo.
         -- @up
@@ -974,7 +977,7 @@ def test_failing_migration_stops_boot_at_the_last_good_revision(
     )
     # The file, the line and the first line of the statement that failed, then the
     # database's own words: on boot and from forge migrate alike.
-    failed = "app migration migrations/0004_broken.sql:4 failed in 'CREAT TABLE typo (id INTEGER);'"
+    failed = "app migration migrations/0006_broken.sql:4 failed in 'CREAT TABLE typo (id INTEGER);'"
     node = project.start()
     assert exited(node) != 0
     output = node.output()
@@ -994,14 +997,14 @@ def test_failing_migration_stops_boot_at_the_last_good_revision(
 
 def test_failing_python_revision_names_its_file_and_line(project: Project) -> None:
     path = project.write(
-        "migrations/0004_lookup.py",
+        "migrations/0006_lookup.py",
         '''
         """Look a setting up, and connect somewhere while at it."""
 
         from alembic import op
 
-        revision = "0004_lookup"
-        down_revision = "0003_create_note_publications"
+        revision = "0006_lookup"
+        down_revision = "0005_add_note_authors"
 
 
         def setting(settings, name):
@@ -1022,7 +1025,7 @@ def test_failing_python_revision_names_its_file_and_line(project: Project) -> No
 
     stderr = fails(project.forge("migrate"))
     assert (
-        f"error: app migration migrations/0004_lookup.py:{raising} failed: KeyError: 'b'" in stderr
+        f"error: app migration migrations/0006_lookup.py:{raising} failed: KeyError: 'b'" in stderr
     )
     assert db.version() == [DEMO_HEAD]
     assert not db.exists("looked_up")
@@ -1030,7 +1033,7 @@ def test_failing_python_revision_names_its_file_and_line(project: Project) -> No
     node = project.start()
     assert exited(node) != 0
     output = node.output()
-    assert f"migrations/0004_lookup.py:{raising} failed: KeyError: 'b'" in output
+    assert f"migrations/0006_lookup.py:{raising} failed: KeyError: 'b'" in output
     assert_no_traceback(output)
 
     # An error that quotes a database URL does not show its password.

@@ -7,6 +7,11 @@ blue (just after a slow request started on it, so one is always in flight), wait
 for it to exit. The drain (readiness 503 at once, a delay, then in-flight
 requests finish) must make that invisible to clients. The same test with
 draining disabled must see failures, or it would prove nothing.
+
+The same deploy with server-sent event streams open through HAProxy while
+events are published: each node's streams end at its drain, their clients come
+back (to another node) with ``Last-Event-ID``, and every one of them ends up
+with every event once, in order: exactly the log in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import itertools
 import shutil
 import signal
 import subprocess
@@ -28,7 +34,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from conftest import Node, Project, free_port, skip_or_fail
+from conftest import Node, Project, free_port, query, skip_or_fail
+from sse import Event, Subscription
 
 SLOW_HANDLER = '''
     """A request that takes its time, and says when it starts and ends."""
@@ -54,7 +61,7 @@ CONCURRENCY = 16
 SLOTS = 3
 
 
-def configure(project: Project, url: str) -> None:
+def configure(project: Project, url: str, extra: str = "") -> None:
     project.write("handlers/slow.py", SLOW_HANDLER)
     project.write(
         "forge.toml",
@@ -75,8 +82,17 @@ def configure(project: Project, url: str) -> None:
 
         [logging]
         access_log = false
-        """,
+        """
+        + textwrap.dedent(extra),
     )
+
+
+def distinct_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
 
 
 # --- HAProxy --------------------------------------------------------------------------
@@ -88,8 +104,10 @@ global
 defaults
     mode http
     timeout connect 1s
-    timeout client 30s
-    timeout server 30s
+    timeout client {idle}
+    timeout server {idle}
+    # A server-sent events stream is one long response: idle between events, never done.
+    timeout tunnel {idle}
     timeout queue 10s
     timeout check 2s
     retries 3
@@ -149,7 +167,7 @@ class HAProxy:
 
 
 @pytest.fixture
-def haproxy(tmp_path: Path) -> Iterator[Callable[[dict[str, int]], HAProxy]]:
+def haproxy(tmp_path: Path) -> Iterator[Callable[..., HAProxy]]:
     binary = shutil.which("haproxy") or (
         "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
     )
@@ -157,7 +175,8 @@ def haproxy(tmp_path: Path) -> Iterator[Callable[[dict[str, int]], HAProxy]]:
         skip_or_fail("haproxy is not installed")
     started: list[HAProxy] = []
 
-    def start(servers: dict[str, int]) -> HAProxy:
+    def start(servers: dict[str, int], idle: str = "30s") -> HAProxy:
+        """HAProxy in front of `servers`; it cuts a connection idle for `idle`."""
         port, stats_port = free_port(), free_port()
         lines = "\n".join(
             f"    server {name} 127.0.0.1:{server_port} check"
@@ -165,7 +184,9 @@ def haproxy(tmp_path: Path) -> Iterator[Callable[[dict[str, int]], HAProxy]]:
         )
         config = tmp_path / "haproxy.cfg"
         config.write_text(
-            textwrap.dedent(HAPROXY_CFG).format(port=port, stats_port=stats_port, servers=lines)
+            textwrap.dedent(HAPROXY_CFG).format(
+                port=port, stats_port=stats_port, servers=lines, idle=idle
+            )
         )
         check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
@@ -281,14 +302,11 @@ def registered(url: str) -> dict[int, str]:
 def test_rolling_deploy_under_load(
     project: Project,
     pg_url: str,
-    haproxy: Callable[[dict[str, int]], HAProxy],
+    haproxy: Callable[..., HAProxy],
     draining: bool,
 ) -> None:
     configure(project, pg_url)
-    ports: list[int] = []
-    while len(ports) < 2 * SLOTS:
-        if (port := free_port()) not in ports:
-            ports.append(port)
+    ports = distinct_ports(2 * SLOTS)
     blue_ports, green_ports = ports[:SLOTS], ports[SLOTS:]
     # Without draining, a node stops serving the moment it is told to.
     blue_env = (
@@ -347,4 +365,217 @@ def test_rolling_deploy_under_load(
         assert failed > 0, f"draining disabled, yet nothing failed: {summary}"
 
     # The registry ends with exactly the green nodes, all ready.
+    assert registered(pg_url) == {green.process.pid: "ready" for green in greens}
+
+
+# --- the deploy, with streams -------------------------------------------------------
+
+DEPLOY_HANDLER = '''
+    """The stream of the deploy topic, and a POST that publishes to it."""
+
+    from litestar import post
+
+    from runtime import Ctx, subscribe
+
+
+    @subscribe("/deploy/live")
+    async def deploy_live(ctx: Ctx) -> list[str]:
+        return ["deploy"]
+
+
+    @post("/deploy/publish")
+    async def deploy_publish(ctx: Ctx, data: dict) -> dict:
+        return {"seq": await ctx.publish("deploy", data)}
+'''
+
+REALTIME_TOML = """
+    [realtime]
+    # Clients come back soon after a drain ends their stream; an idle stream says so.
+    reconnect = "0.25s"
+    heartbeat = "0.5s"
+"""
+
+TOPIC = "deploy"
+SUBSCRIBERS = 8
+PUBLISH_EVERY = 0.03
+
+
+@dataclass
+class Publisher:
+    """POSTs ``{"n": 1}``, ``{"n": 2}``, ... through HAProxy every PUBLISH_EVERY, until stopped."""
+
+    url: str
+    attempts: int = 0
+    published: dict[int, int] = field(default_factory=dict)
+    """n -> the seq its POST answered with, for each one that answered 201."""
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            assert not self._thread.is_alive(), "the publisher did not stop"
+
+    def next_seq(self, timeout: float = 30) -> int:
+        """The seq of the first publish, from now on, that succeeds."""
+        after = self.attempts
+        deadline = time.monotonic() + timeout
+        while True:
+            later = [seq for n, seq in list(self.published.items()) if n > after]
+            if later:
+                return min(later)
+            assert self._thread is not None and self._thread.is_alive(), "no publisher"
+            assert time.monotonic() < deadline, f"nothing published; failures: {self.failures}"
+            time.sleep(0.02)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self._stop.wait(PUBLISH_EVERY):
+                n = self.attempts + 1
+                try:
+                    response = client.post("/api/deploy/publish", json={"n": n})
+                except httpx.HTTPError as exc:  # it may have committed all the same
+                    self.failures.append(f"{n}: {type(exc).__name__}: {exc}")
+                else:
+                    if response.status_code == 201:
+                        self.published[n] = response.json()["seq"]
+                    else:
+                        self.failures.append(f"{n}: {response.status_code} {response.text[:80]}")
+                self.attempts = n
+
+
+def cursor_seq(event: Event) -> int:
+    """The number of `event` in its ``id: deploy=<n>``."""
+    assert event.id is not None, event
+    topic, _, seq = event.id.rpartition("=")
+    assert topic == TOPIC, event
+    return int(seq)
+
+
+def received(subscription: Subscription) -> list[tuple[int, str]]:
+    """(seq, data as JSON) of each event of TOPIC the client got, in order."""
+    return [(cursor_seq(event), event.data) for event in subscription.named(TOPIC)]
+
+
+def last_seq(subscription: Subscription) -> int:
+    events = subscription.named(TOPIC)
+    return cursor_seq(events[-1]) if events else 0
+
+
+def wrong(got: list[tuple[int, str]], expected: list[tuple[int, str]]) -> str:
+    """What differs between a client's events and the log, for a failure message."""
+    seqs = [seq for seq, _ in got]
+    wanted = {seq for seq, _ in expected}
+    duplicated = sorted({seq for seq in seqs if seqs.count(seq) > 1})
+    missing = sorted(wanted - set(seqs))
+    unknown = sorted(set(seqs) - wanted)
+    disordered = [(a, b) for a, b in itertools.pairwise(seqs) if b <= a][:10]
+    logged = set(expected)
+    data = [(seq, data) for seq, data in got if (seq, data) not in logged][:5]
+    return (
+        f"{len(got)} events for {len(expected)} in the log; missing {missing[:20]},"
+        f" duplicated {duplicated[:20]}, unknown {unknown[:20]}, out of order {disordered},"
+        f" other data {data}"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_rolling_deploy_loses_and_repeats_no_streamed_event(
+    project: Project, pg_url: str, haproxy: Callable[..., HAProxy]
+) -> None:
+    configure(project, pg_url, REALTIME_TOML)
+    project.write("handlers/deploy.py", DEPLOY_HANDLER)
+    ports = distinct_ports(2 * SLOTS)
+    blue_ports, green_ports = ports[:SLOTS], ports[SLOTS:]
+    blues = [project.start(port=port) for port in blue_ports]
+    for node in blues:
+        node.wait_ready(60)
+    proxy = haproxy(
+        {f"blue{i}": port for i, port in enumerate(blue_ports)}
+        | {f"green{i}": port for i, port in enumerate(green_ports)},
+        idle="10m",
+    )
+    proxy.wait_states({f"blue{i}": "UP" for i in range(SLOTS)})
+    proxy.wait_states({f"green{i}": "DOWN" for i in range(SLOTS)})
+
+    started = time.monotonic()
+    publisher = Publisher(proxy.url)
+    exit_codes: list[int] = []
+    greens: list[Node] = []
+    with contextlib.ExitStack() as stack:
+        clients = [
+            stack.enter_context(Subscription(proxy.url + "/api/deploy/live", reconnect=True))
+            for _ in range(SUBSCRIBERS)
+        ]
+        # Before the first event: each client's sequence must start at 1.
+        for client in clients:
+            client.wait_ready(timeout=30)
+        stack.callback(publisher.stop)
+        publisher.start()
+        for slot, blue in enumerate(blues):
+            green = project.start(port=green_ports[slot])
+            greens.append(green)
+            green.wait_ready(60)
+            proxy.wait_states({f"green{slot}": "UP"})
+            blue.signal(signal.SIGTERM)
+            try:
+                exit_codes.append(blue.process.wait(30))
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"blue{slot} did not exit:\n{blue.output()}") from None
+            proxy.wait_states({f"blue{slot}": "DOWN"})
+            # Every client streams again, and gets what is published now, before the next goes.
+            target = publisher.next_seq()
+            for client in clients:
+                client.wait_for(lambda c=client, t=target: last_seq(c) >= t, 30, f"seq {target}")
+        # A little more after the last replacement, then no more.
+        publisher.next_seq()
+        publisher.stop()
+
+        rows = query(
+            None,
+            pg_url,
+            f"SELECT seq, data FROM forge_events WHERE topic = '{TOPIC}' ORDER BY seq",
+        )
+        expected = [(int(seq), str(data)) for seq, data in rows]
+        assert expected, "nothing was published"
+        final = expected[-1][0]
+        for client in clients:
+            client.wait_for(lambda c=client: last_seq(c) >= final, 30, f"seq {final}")
+        time.sleep(0.5)  # for anything that would come after the last event
+        seconds = time.monotonic() - started
+
+        summary = (
+            f"rolling deploy with streams: {final} events in {seconds:.1f} s;"
+            f" {len(publisher.published)} publishes answered 201,"
+            f" {len(publisher.failures)} failed {publisher.failures[:5]};"
+            f" blue exit codes {exit_codes};"
+            f" streams opened per client {[len(c.named('ready')) for c in clients]},"
+            f" statuses {[c.statuses for c in clients]}"
+        )
+        print(summary)
+
+        # The log itself: numbered 1..N, and each POST answered 201 holds its own event.
+        assert [seq for seq, _ in expected] == list(range(1, final + 1)), summary
+        log = dict(expected)
+        for n, seq in publisher.published.items():
+            assert log[seq] == f'{{"n":{n}}}', (n, seq, log[seq])
+        assert exit_codes == [0] * SLOTS, summary
+        for index, client in enumerate(clients):
+            got = received(client)
+            assert got == expected, f"client {index}: {wrong(got, expected)}; {summary}"
+            assert client.named("reset") == [], f"client {index}: {client.named('reset')}"
+            # Its node was replaced under it, at least once: it came back where it left off.
+            assert len(client.named("ready")) >= 2, f"client {index}: {summary}"
+            assert client.connections >= 2, f"client {index}: {summary}"
+            # A stream opens with a retry: hint; one ended by a drain gets a last one.
+            opened = len(client.named("ready"))
+            assert len(client.retries) > opened, f"client {index}: {client.retries}; {summary}"
+
     assert registered(pg_url) == {green.process.pid: "ready" for green in greens}

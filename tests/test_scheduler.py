@@ -78,7 +78,7 @@ def configure(
     for module in (project.root / "handlers").glob("*.py"):
         module.unlink()
     project.write("handlers/jobs.py", HANDLER_HEADER + handlers)
-    project.write("migrations/0003_ticks.sql", TICKS_MIGRATION)
+    project.write("migrations/0006_ticks.sql", TICKS_MIGRATION)
     project.write(
         "forge.toml",
         f"""
@@ -417,10 +417,13 @@ SQLITE_NODE = """
 
 
 def nodes_listing(project: Project, url: str) -> dict[int, str]:
-    """`forge nodes`: main process id -> what the node leads ('-' for nothing)."""
+    """`forge nodes`: main process id -> what the node leads ('-' for nothing), after its
+    count of open streams."""
     listing = project.forge("nodes", env={"DATABASE_URL": url})
     assert listing.returncode == 0, listing.stderr
-    rows = re.findall(r"^\S+\s+\S+\s+(\d+)\s+\S+\s+\S+\s+\S+ ago\s+(\S+)$", listing.stdout, re.M)
+    rows = re.findall(
+        r"^\S+\s+\S+\s+(\d+)\s+\S+\s+\S+\s+\S+ ago\s+\d+\s+(\S+)$", listing.stdout, re.M
+    )
     assert rows, listing.stdout
     return {int(pid): leads for pid, leads in rows}
 

@@ -16,7 +16,7 @@ from .common import config_option, reports_errors, with_database
 @config_option
 @reports_errors
 def nodes(config_file: str | None) -> None:
-    """List the nodes of the cluster: id, host, status, age, last heartbeat."""
+    """List the nodes of the cluster: id, host, status, age, last heartbeat, streams."""
     settings = config.load(config_file)
     configure_logging(settings)
     try:
@@ -30,14 +30,17 @@ def nodes(config_file: str | None) -> None:
         click.echo("no nodes are running")
         return
     current = utcnow()
-    header = f"{'id':40} {'address':22} {'pid':>7} {'status':9} {'age':>8} {'heartbeat':>10}  leads"
+    header = (
+        f"{'id':40} {'address':22} {'pid':>7} {'status':9} {'age':>8} {'heartbeat':>10} "
+        f"{'streams':>7}  leads"
+    )
     click.echo(header)
     for row in rows:
         age = (current - as_utc(row.started_at)).total_seconds()
         beat = (current - as_utc(row.last_heartbeat)).total_seconds()
         click.echo(
             f"{row.id:40} {row.address + ':' + str(row.port):22} {row.pid:>7} {row.status:9} "
-            f"{_span(age):>8} {_span(beat) + ' ago':>10}  {row.leads or '-'}"
+            f"{_span(age):>8} {_span(beat) + ' ago':>10} {row.subscribers:>7}  {row.leads or '-'}"
         )
     click.echo(f"{len(rows)} node(s)")
 

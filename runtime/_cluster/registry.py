@@ -46,6 +46,7 @@ nodes = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("last_heartbeat", DateTime(timezone=True), nullable=False),
     Column("leads", Text, nullable=False, server_default=""),
+    Column("subscribers", Integer, nullable=False, server_default="0"),
 )
 
 
@@ -96,6 +97,7 @@ class NodeRow:
     started_at: datetime
     last_heartbeat: datetime
     leads: str = ""
+    subscribers: int = 0
 
 
 class Registry:
@@ -106,14 +108,16 @@ class Registry:
         self.node = node
         self.dead_after = dead_after
 
-    async def heartbeat(self, status: str, leads: list[str] | None = None) -> bool:
+    async def heartbeat(
+        self, status: str, leads: list[str] | None = None, subscribers: int = 0
+    ) -> bool:
         """Refresh this node's row; False if it was gone (a peer reaped it) and is re-created."""
         led = ",".join(sorted(leads or []))
         async with self.engine.begin() as connection:
             result = await connection.execute(
                 update(nodes)
                 .where(nodes.c.id == self.node.id)
-                .values(status=status, last_heartbeat=utcnow(), leads=led)
+                .values(status=status, last_heartbeat=utcnow(), leads=led, subscribers=subscribers)
             )
             if result.rowcount == 0:
                 await connection.execute(
@@ -128,6 +132,7 @@ class Registry:
                         started_at=self.node.started_at,
                         last_heartbeat=utcnow(),
                         leads=led,
+                        subscribers=subscribers,
                     )
                 )
                 return False

@@ -25,6 +25,7 @@ from .services import (
     CacheSection,
     JobsSection,
     RateLimitSection,
+    RealtimeSection,
     SchedulerSection,
 )
 from .sources import Layer, LayerSource
@@ -263,6 +264,7 @@ class Settings(BaseSettings):
     cache: CacheSection = CacheSection()
     rate_limit: RateLimitSection = RateLimitSection()
     auth: AuthSection = AuthSection()
+    realtime: RealtimeSection = RealtimeSection()
     logging: LoggingSection = LoggingSection()
     env: dict[str, EnvValue] = {}
 

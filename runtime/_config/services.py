@@ -1,4 +1,5 @@
-"""The sections of what the runtime runs for an app: crons, jobs, the cache, rate limits."""
+"""The sections of what the runtime runs for an app: crons, jobs, the cache, rate limits,
+auth, realtime."""
 
 from __future__ import annotations
 
@@ -184,3 +185,21 @@ class AuthSection(Section):
         if self.algorithms:
             return self.algorithms
         return list(HMAC_ALGORITHMS if self.jwt_secret else KEY_ALGORITHMS)
+
+
+class RealtimeSection(Section):
+    """Server-sent event streams (``@subscribe``) and the events log (``ctx.publish``)."""
+
+    retention: Duration = Field(3600.0, gt=0)
+    """How long events are kept for clients that reconnect; one further behind gets ``reset``."""
+    max_connections: int = Field(10_000, ge=1)
+    """Streams one node serves at once, shared evenly by its workers; over it: 503."""
+    buffer: int = Field(256, ge=1, le=100_000)
+    """Events waiting for one slow client before its stream is ended (it then reconnects)."""
+    heartbeat: Duration = Field(15.0, gt=0)
+    """A comment on an idle stream this often, so that proxies keep the connection."""
+    reconnect: Duration = Field(1.0, gt=0)
+    """The ``retry:`` a stream tells browsers: how soon to reconnect after it ends."""
+    poll_interval: Duration = Field(0.5, gt=0)
+    """SQLite: how often a worker looks for events other processes published (its own
+    wake it at once). PostgreSQL notifies instead."""

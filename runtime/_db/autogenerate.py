@@ -29,7 +29,9 @@ def autogenerate(
         opts={
             "target_metadata": metadata,
             "version_table": APP_VERSION_TABLE,
-            "include_object": _is_app_object,
+            "include_object": (
+                _is_app_object_on_sqlite if connection.dialect.name == "sqlite" else _is_app_object
+            ),
         },
     )
     script = produce_migrations(context, metadata)
@@ -51,3 +53,14 @@ def _is_app_object(obj: Any, name: str | None, type_: str, reflected: bool, _com
     # The runtime's tables and both version tables are not the app's to diff.
     table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", "")
     return not (table or "").startswith("forge_") and table != APP_VERSION_TABLE
+
+
+def _is_app_object_on_sqlite(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare: Any
+) -> bool:
+    # SQLite cannot alter a constraint in place, and its reflection loses the ON
+    # DELETE of a column's own REFERENCES: every such foreign key would look
+    # changed. A new column's foreign key still comes with its add_column.
+    if type_ == "foreign_key_constraint":
+        return False
+    return _is_app_object(obj, name, type_, reflected, compare)

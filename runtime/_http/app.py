@@ -33,7 +33,7 @@ from .._project.mounts import Mount, location_of
 from .._status import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, report_cut
 from .access_log import AccessLog
 from .api_docs import openapi_config
-from .authentication import Authentication
+from .authentication import Authentication, document_refusals
 from .errors import ForgeRequest, exception_handlers, log_exception
 from .gateway import Gateway
 from .injection import inject_context
@@ -47,12 +47,14 @@ from .response_cache import (
     response_cache_config,
 )
 from .responses import ForgeResponse
+from .streams import GATEWAY_KEY, HUB_KEY, has_streams, start_hub
 from .unavailable import cache_unavailable, database_error
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from .._config import Settings
+    from .._realtime import Hub
 
 
 def create_app(
@@ -74,6 +76,7 @@ def create_app(
             "sessionmaker": None,
             "cache": None,
             LIMITER_KEY: None,
+            HUB_KEY: None,
         }
     )
     namespace = namespace_for(settings)
@@ -94,11 +97,14 @@ def create_app(
         app.state.cache = cache
         app.state[LIMITER_KEY] = Limiter(backend, namespace, cache.outages)
         response_store.bind(backend, cache.outages)
+        hub = app.state[HUB_KEY] = start_hub(settings, engine) if streams else None
         if isinstance(status, SharedStatus):
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(
                 DRAIN_SIGNAL,
-                gateway.begin_drain,
+                _drain,
+                gateway,
+                hub,
                 settings.shutdown.drain_timeout,
                 functools.partial(report_cut, status.path),
             )
@@ -107,12 +113,16 @@ def create_app(
             yield
         finally:
             gateway.ledger.flush()
+            if hub is not None:
+                await hub.stop()
             await backend.close()
             await engine.dispose()
 
     targets = [mount.target for mount in mounts]
+    streams = has_streams(targets)
     inject_context(targets)
     attach_rate_limits(targets, settings)
+    document_refusals(targets, settings)
     attach_cache_headers(targets, response_store)
     # One Router per prefix: [handlers].prefix, and each module's own PREFIX.
     by_prefix: dict[str, list[Any]] = {settings.handlers.prefix: []}
@@ -167,6 +177,7 @@ def create_app(
         metrics=RequestMetrics(),
         internal=InternalAccess.from_settings(settings),
     )
+    litestar.state[GATEWAY_KEY] = gateway
     return gateway
 
 
@@ -209,6 +220,13 @@ def app_for_worker(
     configure_logging(settings)
     status = SharedStatus(Path(status_file)) if status_file else None
     return create_app(settings, mounts, status=status)
+
+
+def _drain(gateway: Gateway, hub: Hub | None, timeout: float, on_cut: Any) -> None:
+    """The worker's handler of `DRAIN_SIGNAL`: refuse new requests, end the streams."""
+    gateway.begin_drain(timeout, on_cut)
+    if hub is not None:
+        hub.close_all()
 
 
 def _nothing() -> None:

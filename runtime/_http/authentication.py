@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Iterable
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 
+from litestar import Router
 from litestar.exceptions import (
     NotAuthorizedException,
     PermissionDeniedException,
     ServiceUnavailableException,
 )
+from litestar.openapi import ResponseSpec
 
 from .._auth import ANONYMOUS, AUTH_KEY, Auth, KeysUnavailable, TokenRejected, Verifier, auth_of
 from .._auth.cookies import csrf_cookie
 from .._project.http_options import PUBLIC_OPT
+from .errors import ErrorBody
+from .injection import route_handlers
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -151,4 +156,39 @@ def requires_role(*roles: str) -> Any:
         auth_of(connection.scope).require(*roles)
 
     guard.__qualname__ = f"requires_role({', '.join(map(repr, roles))})"
+    guard.__dict__[_ROLE_GUARD] = True
     return guard
+
+
+_ROLE_GUARD = "forge.requires_role"
+
+
+def _refusal(description: str) -> ResponseSpec:
+    return ResponseSpec(ErrorBody, generate_examples=False, description=description)
+
+
+_SIGNED_IN = {401: _refusal("No valid token (or none, where one is required)")}
+_WITHOUT_ROLE = {403: _refusal("The user lacks a role the route requires")}
+_NO_CSRF = {403: _refusal("A cookie session's write without its CSRF token")}
+
+
+def document_refusals(targets: Iterable[Any], settings: Settings) -> None:
+    """Put in each route's schema the 401 and 403 that authentication may answer it with."""
+    auth = settings.auth
+    for target in targets:
+        outer = list(target.guards or ()) if isinstance(target, Router) else []
+        public = isinstance(target, Router) and target.opt.get(PUBLIC_OPT)
+        for handler in route_handlers(target):
+            guards = [*outer, *(handler.guards or ())]
+            refusals: dict[int, ResponseSpec] = {}
+            is_public = public or handler.opt.get(PUBLIC_OPT)
+            # A bad token is refused anywhere, but a stale session cookie on a public route.
+            if requires_auth in guards or (auth.enabled and not (is_public and auth.cookie)):
+                refusals.update(_SIGNED_IN)
+            if any(getattr(guard, "__dict__", {}).get(_ROLE_GUARD) for guard in guards):
+                refusals.update(_SIGNED_IN)
+                refusals.update(_WITHOUT_ROLE)
+            elif auth.enabled and auth.cookie and set(handler.http_methods) - SAFE_METHODS:
+                refusals.update(_NO_CSRF)
+            if refusals:
+                handler.responses = {**refusals, **(handler.responses or {})}

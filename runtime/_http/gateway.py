@@ -142,7 +142,7 @@ class Gateway:
                 await _refuse(send)
                 status = 503
         finally:
-            del active[task]
+            active.pop(task, None)  # a stream has left it already (`untrack`)
             if self._cut:
                 self._cut.discard(task)
             ended = time.perf_counter()
@@ -177,6 +177,16 @@ class Gateway:
     @property
     def in_flight(self) -> int:
         return len(self.active)
+
+    def untrack(self, task: asyncio.Task[Any] | None) -> None:
+        """The request of `task` is a stream: not in flight, and no drain waits for it."""
+        self.active.pop(task, None)  # type: ignore[arg-type]
+
+    def cut(self, task: asyncio.Task[Any] | None) -> None:
+        """End the request of `task` from inside (a stream whose client stopped reading)."""
+        if task is not None and not task.done():
+            self._cut.add(task)
+            task.cancel()
 
     def begin_drain(self, timeout: float, on_cut: Callable[[list[str]], None]) -> None:
         """Refuse new requests; cancel those still running after `timeout` seconds."""

@@ -15,6 +15,7 @@ from .._db import create_engine
 from .._errors import describe
 from .._observe.counters import watch_pool
 from .._observe.log import set_node_id
+from .._observe.metrics import live_total
 from .._status import NodeStatus, SharedStatus
 
 if TYPE_CHECKING:
@@ -205,7 +206,9 @@ class Node:
             leads = self.background.leads if self.background is not None else []
             started = time.monotonic()
             try:
-                found = await self.registry.heartbeat(status.label, leads)
+                found = await self.registry.heartbeat(
+                    status.label, leads, int(live_total("forge_realtime_subscribers"))
+                )
             except Exception as exc:
                 log.warning("node heartbeat failed: %s", describe(exc))
                 return
@@ -269,6 +272,16 @@ class Node:
         except Exception as exc:
             log.warning("forgetting old webhook deliveries failed: %s", describe(exc))
 
+    async def _forget_old_events(self) -> None:
+        from .._realtime.events import prune
+
+        assert self.registry is not None
+        try:
+            async with self.registry.engine.begin() as connection:
+                await prune(connection, self.settings.realtime.retention)
+        except Exception as exc:
+            log.warning("pruning old realtime events failed: %s", describe(exc))
+
     async def _sweep_cache(self) -> None:
         from .._cache import open_backend
         from .._cache.sweep import SWEEP_EVERY
@@ -277,6 +290,7 @@ class Node:
             return
         self._swept_at = time.monotonic()
         await self._forget_old_deliveries()
+        await self._forget_old_events()
         if self.settings.cache_url:
             return  # Redis and memory expire and bound their own entries
         if self._cache is None:

@@ -21,6 +21,7 @@ import functools
 import gc
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -185,6 +186,7 @@ def serve(
     which forked workers then use as they are instead of discovering them again.
     """
     global _prepared
+    _allow_open_files(settings)
     status = SharedStatus.create()
     # Before the workers fork: they and this process write their samples there.
     metrics_directory = metrics.start_node()
@@ -250,6 +252,7 @@ def serve(
         http1_settings=HTTP1Settings(
             header_read_timeout=max(1, round(settings.server.header_timeout * 1000))
         ),
+        backpressure=_concurrency_per_worker(settings),
     )
     try:
         server.serve(target_loader=loader, wrap_loader=False)
@@ -257,6 +260,28 @@ def serve(
         status.remove()
         metrics.stop_node(metrics_directory)
     return server.exit_code
+
+
+REQUESTS_PER_WORKER = 1024
+"""Requests a worker answers at once besides its streams: Granian's own default."""
+
+
+def _concurrency_per_worker(settings: Settings) -> int:
+    # Granian holds a worker's requests past this many in its queue; a stream is
+    # one for as long as it is open, so the streams [realtime] allows come on top.
+    workers = settings.server.workers
+    return REQUESTS_PER_WORKER + -(-settings.realtime.max_connections // workers)
+
+
+def _allow_open_files(settings: Settings) -> None:
+    # Each connection is a file: raise the soft limit (often 1,024) towards the
+    # hard one, as far as the streams [realtime] allows and the requests need.
+    wanted = settings.realtime.max_connections + REQUESTS_PER_WORKER * settings.server.workers
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + 256 if hard == resource.RLIM_INFINITY else min(hard, wanted + 256)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _load_app(

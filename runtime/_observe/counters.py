@@ -1,4 +1,4 @@
-"""Counters of the work outside requests (jobs, workflows, cron runs) and pool gauges.
+"""Counters of the work outside requests (jobs, workflows, cron runs, realtime) and pool gauges.
 
 Each update goes through `_safely`: a metric that cannot be written is never a
 reason to fail a job, a cron run or a query.
@@ -35,6 +35,26 @@ def count_workflow_step(workflow: str, outcome: str) -> None:
 def count_cron_run(task: str, outcome: str) -> None:
     """A cron tick of `task` ended with `outcome` on this node."""
     _safely(lambda: current().cron_runs.labels(task, outcome).inc())
+
+
+def count_realtime_published(events: int) -> None:
+    """A transaction of this node that published `events` committed."""
+    _safely(lambda: current().realtime_published.inc(events))
+
+
+def count_realtime_delivered(events: int) -> None:
+    """`events` were sent to the subscribers of this node."""
+    _safely(lambda: current().realtime_delivered.inc(events))
+
+
+def realtime_subscribers(change: int) -> None:
+    """A stream opened (+1) or ended (-1) in this process."""
+    _safely(lambda: current().realtime_subscribers.inc(change))
+
+
+def count_realtime_disconnect(reason: str) -> None:
+    """A stream ended, for `reason`: client, slow, drain or error."""
+    _safely(lambda: current().realtime_disconnects.labels(reason).inc())
 
 
 def watch_pool(engine: AsyncEngine, name: str) -> None:

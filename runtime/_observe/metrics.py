@@ -108,6 +108,29 @@ class _Metrics:
             ["task", "outcome"],
             registry=registry,
         )
+        self.realtime_subscribers = Gauge(
+            "forge_realtime_subscribers",
+            "Server-sent event streams open on this node.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.realtime_published = Counter(
+            "forge_realtime_events_published",
+            "Events published by this node's committed transactions (ctx.publish).",
+            registry=registry,
+        )
+        self.realtime_delivered = Counter(
+            "forge_realtime_events_delivered",
+            "Events sent to the subscribers of this node.",
+            registry=registry,
+        )
+        self.realtime_disconnects = Counter(
+            "forge_realtime_disconnects",
+            "Streams that ended, by reason (client: it left, slow: its buffer filled, "
+            "drain: the node stopped, error: the database failed it).",
+            ["reason"],
+            registry=registry,
+        )
         self.pool_checked_out = Gauge(
             "forge_db_pool_checked_out",
             "Database connections in use, by pool (http: the workers', background, node).",
@@ -176,6 +199,19 @@ def mark_process_dead(pid: int) -> None:
 
     with contextlib.suppress(OSError):
         multiprocess.mark_process_dead(pid, directory)
+
+
+def live_total(name: str) -> float:
+    """The sum over the node's processes of the live gauge `name` (0 outside a node)."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return 0.0
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    for metric in MultiProcessCollector(None, directory).collect():
+        if metric.name == name:
+            return sum(sample.value for sample in metric.samples)
+    return 0.0
 
 
 def _remove_orphans(parent: Path) -> None:

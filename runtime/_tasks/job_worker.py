@@ -37,11 +37,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._cluster.lease import Lease, LeaseLost, leased
 from .._context import Context
+from .._db.listen import listen
 from .._db.times import utcnow
 from .._jobs import outcomes
 from .._jobs.claims import Claimed, claims_for
-from .._jobs.listener import listen
-from .._jobs.queue import DEAD, QUEUED, SUCCEEDED, JobInfo, Requeue
+from .._jobs.queue import CHANNEL, DEAD, QUEUED, SUCCEEDED, JobInfo, Requeue
 from .._observe.counters import count_job
 from .._project.declarations import JobTask
 from .._project.workflows import WorkflowTask
@@ -106,13 +106,26 @@ class JobWorkers:
         self._watchdog: asyncio.Task[None] | None = None
         self._debug = log.isEnabledFor(logging.DEBUG)
 
+    def _notified(self, queue: str) -> None:
+        # The payload is the job's queue; none (an older sender) wakes every worker.
+        if not queue or queue in self.queues:
+            self._wake.set()
+
     # --- claiming ------------------------------------------------------------------
 
     async def serve(self) -> None:
         """Claim and start jobs until `stop_claiming`."""
         if self.listen_engine is not None:
             self._listener = asyncio.create_task(
-                listen(self.listen_engine, self.queues, self._wake)
+                listen(
+                    self.listen_engine,
+                    CHANNEL,
+                    self._notified,
+                    # Jobs enqueued while it was not listening are looked for at once.
+                    self._wake.set,
+                    log=log,
+                    what="jobs (polling meanwhile)",
+                )
             )
         self._watchdog = asyncio.create_task(self._watch_lease())
         while self.claiming:

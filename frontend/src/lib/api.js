@@ -179,6 +179,55 @@ export const createNote = (note) => postJson('/api/notes', note);
 /** @param {number} id */
 export const deleteNote = (id) => request(`/api/notes/${id}`, { method: 'DELETE' });
 
+/** @typedef {{id: number, action: 'created' | 'deleted'}} NoteChange */
+
+/**
+ * Follow the changes to notes (GET /api/notes/live, server-sent events).
+ * `onChange` gets each change (only the note's id: each page reads what it may
+ * see), or null when any note may have changed: the stream lost events ("reset").
+ * EventSource reconnects by itself, resuming after the last event it had.
+ * @param {(change: NoteChange | null) => void} onChange
+ * @returns {() => void} stops following
+ */
+export function followNotes(onChange) {
+	const source = new EventSource('/api/notes/live');
+	source.addEventListener('reset', () => onChange(null));
+	source.addEventListener('notes', (event) => {
+		/** @type {NoteChange | null} */
+		let change = null;
+		try {
+			change = JSON.parse(event.data);
+		} catch {
+			// Not ours to read: reload as after a reset.
+		}
+		onChange(change && typeof change.id === 'number' ? change : null);
+	});
+	return () => source.close();
+}
+
+/**
+ * A function that runs `fn` `ms` after it is called: the calls made meanwhile (a
+ * burst) run it only that once.
+ * @param {() => void} fn
+ * @param {number} ms
+ * @returns {{ (): void, cancel(): void }}
+ */
+export function coalesce(fn, ms) {
+	/** @type {ReturnType<typeof setTimeout> | undefined} */
+	let timer;
+	const call = () => {
+		timer ??= setTimeout(() => {
+			timer = undefined;
+			fn();
+		}, ms);
+	};
+	call.cancel = () => {
+		clearTimeout(timer);
+		timer = undefined;
+	};
+	return call;
+}
+
 /**
  * Start publishing a note (a durable workflow); a second call gets the same run.
  * @param {number} id

@@ -1,10 +1,11 @@
-"""Waking a node's job workers: ``LISTEN forge_jobs`` on a connection of its own.
+"""``LISTEN`` on a PostgreSQL connection of its own, for as long as the caller wants.
 
-``ctx.enqueue`` sends ``NOTIFY forge_jobs, '<queue>'`` in the enqueueing
-transaction, so a notification arrives once the job is visible. The listener
-reconnects after losing its connection (a restart, ``pg_terminate_backend``),
-and wakes the workers on reconnecting: jobs enqueued meanwhile are looked for
-at once, not at the next poll.
+Notifications are sent by the notifying transaction's commit, so what one
+announces is visible when it arrives. The connection is a session of its own
+(``direct=True`` engines bypass a transaction pooler, which cannot hold a
+LISTEN). After losing it (a restart, ``pg_terminate_backend``) the loop
+reconnects, and calls `on_connect` each time it is listening again: whatever
+was announced meanwhile was missed, and the caller looks for it then.
 """
 
 from __future__ import annotations
@@ -12,28 +13,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._errors import describe
 from .._redact import scrub
-from .queue import CHANNEL
-
-log = logging.getLogger("forge.jobs")
 
 HEALTH_CHECK_INTERVAL = 5.0
 """Seconds between the queries that find a connection the network lost silently."""
 RECONNECT_DELAY = 1.0
 
 
-async def listen(engine: AsyncEngine, queues: list[str], wake: asyncio.Event) -> None:
-    """Set `wake` on each notification for one of `queues`, until cancelled."""
+async def listen(
+    engine: AsyncEngine,
+    channel: str,
+    on_notify: Callable[[str], None],
+    on_connect: Callable[[], None],
+    *,
+    log: logging.Logger,
+    what: str,
+) -> None:
+    """Call `on_notify` with each payload sent on `channel`, until cancelled.
 
-    def notified(*args: Any) -> None:
+    A lost connection is logged on `log` as "listening for `what` failed".
+    """
+
+    def notified(*args: object) -> None:
         payload = args[-1] if args else None
-        if payload is None or payload in queues:
-            wake.set()
+        on_notify(payload if isinstance(payload, str) else "")
 
     while True:
         try:
@@ -42,8 +50,8 @@ async def listen(engine: AsyncEngine, queues: list[str], wake: asyncio.Event) ->
                 assert raw is not None
                 lost = asyncio.Event()
                 raw.add_termination_listener(lambda _, event=lost: event.set())
-                await raw.add_listener(CHANNEL, notified)
-                wake.set()
+                await raw.add_listener(channel, notified)
+                on_connect()
                 while not lost.is_set():
                     # Closed by the server: known at once. A silent network: found
                     # by a query now and then.
@@ -54,5 +62,5 @@ async def listen(engine: AsyncEngine, queues: list[str], wake: asyncio.Event) ->
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("listening for jobs failed (polling meanwhile): %s", scrub(describe(exc)))
+            log.warning("listening for %s failed: %s", what, scrub(describe(exc)))
             await asyncio.sleep(RECONNECT_DELAY)
