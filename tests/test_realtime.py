@@ -8,6 +8,7 @@ where the log no longer reaches; slow clients cut; drains that hold nothing.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -344,25 +345,24 @@ def test_a_client_that_stops_reading_is_cut_and_memory_stays_flat(project: Proje
     node.wait_ready()
     (worker,) = worker_pids(node)
 
-    stuck = socket.socket()
-    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stuck.connect(("127.0.0.1", node.port))
-    stuck.sendall(b"GET /api/live/a HTTP/1.1\r\nHost: test\r\n\r\n")
-    node.wait_until(lambda: metric(node, "forge_realtime_subscribers") == 1, 10, "the stream")
-    # A client that reads, if slower than the node writes: it lags and catches up.
-    with Subscription(node.url + "/api/live/a", reconnect=True) as healthy:
-        healthy.wait_ready()
-        before = rss_kib(worker)
-        # 96 MB of events: held for the stuck client, they would be in the worker's memory.
-        for _ in range(6):
-            assert node.post("/api/flood/a?count=500&size=32000").status_code == 201
-        healthy.wait_for(lambda: len(healthy.named("room:a")) == 3000, 60)
-        grown = rss_kib(worker) - before
-    # Cut: after what the kernel had buffered for it, the connection ends.
-    stuck.settimeout(10)
-    while stuck.recv(1 << 20):
-        pass
-    stuck.close()
+    with contextlib.closing(socket.socket()) as stuck:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", node.port))
+        stuck.sendall(b"GET /api/live/a HTTP/1.1\r\nHost: test\r\n\r\n")
+        node.wait_until(lambda: metric(node, "forge_realtime_subscribers") == 1, 10, "a stream")
+        # A client that reads, if slower than the node writes: it lags and catches up.
+        with Subscription(node.url + "/api/live/a", reconnect=True) as healthy:
+            healthy.wait_ready()
+            before = rss_kib(worker)
+            # 96 MB of events: held for the stuck client, they would be in the worker's memory.
+            for _ in range(6):
+                assert node.post("/api/flood/a?count=500&size=32000").status_code == 201
+            healthy.wait_for(lambda: len(healthy.named("room:a")) == 3000, 60)
+            grown = rss_kib(worker) - before
+        # The reading client has closed; the stuck one never read: its stream was cut.
+        node.wait_until(
+            lambda: metric(node, "forge_realtime_subscribers") == 0, 30, "the stuck stream's end"
+        )
     assert metric(node, 'forge_realtime_disconnects_total{reason="slow"}') >= 1
     assert grown < 32_000, f"the worker grew by {grown} KiB"
     assert seqs(healthy, "room:a") == list(range(1, 3001))
@@ -500,6 +500,8 @@ def test_a_killed_listen_connection_loses_no_event(project: Project, pg_url: str
         for n in range(30):
             say(node, "a", n=n)
             if n % 10 == 5:
+                # Killed again once it is back (it reconnects after a second).
+                node.wait_until(lambda: len(listeners()) == 1, 10, "the LISTEN connection")
                 killed = query(
                     None,
                     pg_url,
