@@ -262,25 +262,22 @@ class Node:
         if pruned:
             log.info("pruned %d finished job(s) older than the retention", pruned)
 
-    async def _forget_old_deliveries(self) -> None:
+    async def _forget_old_rows(self) -> None:
+        """Webhook deliveries and realtime events past their retention, each in its own
+        transaction: one that fails leaves the other done."""
+        from .._realtime.events import prune as prune_events
         from .._webhooks.deliveries import RETENTION, prune_deliveries
 
         assert self.registry is not None
-        try:
-            async with self.registry.engine.begin() as connection:
-                await prune_deliveries(connection, RETENTION)
-        except Exception as exc:
-            log.warning("forgetting old webhook deliveries failed: %s", describe(exc))
-
-    async def _forget_old_events(self) -> None:
-        from .._realtime.events import prune
-
-        assert self.registry is not None
-        try:
-            async with self.registry.engine.begin() as connection:
-                await prune(connection, self.settings.realtime.retention)
-        except Exception as exc:
-            log.warning("pruning old realtime events failed: %s", describe(exc))
+        for what, prune in (
+            ("old webhook deliveries", lambda c: prune_deliveries(c, RETENTION)),
+            ("old realtime events", lambda c: prune_events(c, self.settings.realtime.retention)),
+        ):
+            try:
+                async with self.registry.engine.begin() as connection:
+                    await prune(connection)
+            except Exception as exc:
+                log.warning("forgetting %s failed: %s", what, describe(exc))
 
     async def _sweep_cache(self) -> None:
         from .._cache import open_backend
@@ -289,8 +286,7 @@ class Node:
         if time.monotonic() - self._swept_at < SWEEP_EVERY:
             return
         self._swept_at = time.monotonic()
-        await self._forget_old_deliveries()
-        await self._forget_old_events()
+        await self._forget_old_rows()
         if self.settings.cache_url:
             return  # Redis and memory expire and bound their own entries
         if self._cache is None:

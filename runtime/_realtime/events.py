@@ -47,6 +47,9 @@ CHANNEL = "forge_events"
 DATA_MAX = 64 * 1024
 """The largest event data, as JSON, in bytes: events tell what changed, not the whole state."""
 
+READ_LIMIT = 500
+"""Events one read of the log returns at most (`after`)."""
+
 metadata = MetaData()
 
 topics = Table(
@@ -159,7 +162,9 @@ async def latest(connection: AsyncConnection, names: Iterable[str]) -> dict[str,
     return {topic: found.get(topic, 0) for topic in wanted}
 
 
-async def after(connection: AsyncConnection, topic: str, seq: int, limit: int) -> list[Event]:
+async def after(
+    connection: AsyncConnection, topic: str, seq: int, limit: int = READ_LIMIT
+) -> list[Event]:
     """Up to `limit` events of `topic` numbered above `seq`, in order."""
     rows = await connection.execute(
         select(events.c.topic, events.c.seq, events.c.data)

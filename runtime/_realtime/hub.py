@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("forge.realtime")
 
-READ_LIMIT = 500
-"""Events read per query while catching up."""
 FEW_TOPICS = 8
 """Up to this many topics, a poll reads each one's news at once, without asking first."""
 YIELD_EVERY = 64
@@ -220,13 +218,13 @@ class Hub:
     async def _read_topic(self, connection: AsyncConnection, topic: str, upto: int | None) -> None:
         """Hand out the events of `topic` after the last one seen, up to `upto` (or all)."""
         while topic in self.seen and (upto is None or self.seen[topic] < upto):
-            batch = await events.after(connection, topic, self.seen[topic], READ_LIMIT)
+            batch = await events.after(connection, topic, self.seen[topic])
             for count, event in enumerate(batch, 1):
                 if topic in self.seen:
                     self._hand_out(event)
                 if count % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-            if len(batch) < READ_LIMIT:
+            if len(batch) < events.READ_LIMIT:
                 return
 
     def _hand_out(self, event: Event) -> None:

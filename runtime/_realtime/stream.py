@@ -11,17 +11,11 @@ or the id is not one of ours, a ``reset`` event names the topics to reload.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from . import events, sse
 from .hub import Hub
 from .subscriber import KEEP_ALIVE, Closed, Subscriber
 from .topics import parse_cursor
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
-READ_LIMIT = 500
 
 
 async def open_stream(
@@ -134,7 +128,7 @@ async def _read_missed(
     cursor = subscriber.cursor
     while cursor[topic] < upto:
         async with hub.engine.connect() as connection:
-            batch = await _after(connection, topic, cursor[topic])
+            batch = await events.after(connection, topic, cursor[topic])
         if not batch or batch[0].seq != cursor[topic] + 1:
             # Pruned from the log: say so, and go on from its newest event.
             cursor[topic] = max(upto, batch[-1].seq if batch else upto)
@@ -147,7 +141,3 @@ async def _read_missed(
             hub.delivered += 1
             subscriber.sent += 1
             yield sse.with_id(cursor, sse.body(event))
-
-
-async def _after(connection: AsyncConnection, topic: str, seq: int) -> list[events.Event]:
-    return await events.after(connection, topic, seq, READ_LIMIT)
