@@ -34,6 +34,7 @@ from .._status import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, repo
 from .access_log import AccessLog
 from .api_docs import openapi_config
 from .authentication import Authentication, document_refusals
+from .direct import DirectRoutes
 from .errors import ForgeRequest, exception_handlers, log_exception
 from .gateway import Gateway
 from .injection import inject_context
@@ -118,6 +119,7 @@ def create_app(
             await backend.close()
             await engine.dispose()
 
+    authentication = Authentication(settings) if settings.auth.enabled else None
     targets = [mount.target for mount in mounts]
     streams = has_streams(targets)
     inject_context(targets)
@@ -137,7 +139,7 @@ def create_app(
             ],
             dependencies={"ctx": Provide(provide_context)},
             # Only when [auth] names a key: an app without auth pays nothing per request.
-            middleware=[Authentication(settings).middleware] if settings.auth.enabled else [],
+            middleware=[authentication.middleware] if authentication is not None else [],
             lifespan=[worker_lifespan],
             state=state,
             request_max_body_size=int(settings.server.max_body_size),
@@ -176,6 +178,9 @@ def create_app(
         api_prefixes=tuple(prefix for prefix in by_prefix if prefix),
         metrics=RequestMetrics(),
         internal=InternalAccess.from_settings(settings),
+        direct=DirectRoutes.build(
+            litestar, authentication.identify if authentication is not None else None
+        ),
     )
     litestar.state[GATEWAY_KEY] = gateway
     return gateway

@@ -23,6 +23,7 @@ from litestar.utils import normalize_path
 
 from .._observe.metrics import DRAINING_ROUTE, RequestMetrics
 from .access_log import AccessLog
+from .direct import DirectRoutes
 from .errors import REQUEST_ID_KEY
 from .internal import InternalAccess, forbid
 from .ledger import Ledger
@@ -51,6 +52,7 @@ class Gateway:
         api_prefixes: tuple[str, ...] = (),
         metrics: RequestMetrics | None = None,
         internal: InternalAccess | None = None,
+        direct: DirectRoutes | None = None,
     ) -> None:
         self.app = app
         self.probes = probes
@@ -61,6 +63,8 @@ class Gateway:
         prefixes = ("/_api", *(p for p in api_prefixes if p))
         self._api_paths = frozenset(prefixes)
         self._api_trees = tuple(prefix + "/" for prefix in prefixes)
+        self._direct = direct.by_path if direct is not None else {}
+        """The handlers answered without Litestar (`runtime._http.direct`), by path; GET only."""
         self.active: dict[asyncio.Task[Any], Any] = {}
         """The scopes of requests in flight, by the task serving them."""
         self.ledger = Ledger(
@@ -77,6 +81,8 @@ class Gateway:
 
     def _target(self, scope: Any, path: str) -> Any:
         if self.frontend is None or path in self._api_paths or path.startswith(self._api_trees):
+            if scope["method"] == "GET":
+                return self._direct.get(path, self.app)
             return self.app
         if scope["method"] in {"GET", "HEAD"} or self.frontend.proxy is not None:
             return self.frontend
@@ -155,7 +161,7 @@ class Gateway:
                     ended - started,
                     request_id,
                     scope.get("path_template"),
-                    target is not self.app,
+                    target is self.frontend or target is forbid,
                 )
             )
 
