@@ -72,7 +72,8 @@ Measure = Callable[[Sequence[Row]], float | None]
 class Target:
     label: str
     measure: Measure
-    limit: float
+    limit: float | None
+    """None: a figure the issue asks to report, not to meet."""
     at_least: bool
     """True: the measure must be >= limit; False: <= limit."""
     unit: str
@@ -87,6 +88,8 @@ class Verdict:
     def outcome(self) -> str:
         if self.measured is None:
             return "n/a"
+        if self.target.limit is None:
+            return "reported"
         met = self.measured >= self.target.limit
         if not self.target.at_least:
             met = self.measured <= self.target.limit
@@ -424,9 +427,10 @@ TARGETS = (
         unit="x",
     ),
     Target(
-        "DB read: ORM within 1.5 x of raw asyncpg (asyncpg req/s over litestar+ORM req/s)",
+        "DB read: how far the ORM is from raw asyncpg (asyncpg req/s over litestar+ORM req/s; "
+        "past 1.5 x, the fast path below is the target)",
         _over("db", DB_ASYNCPG, BASELINE),
-        limit=1.5,
+        limit=None,
         at_least=False,
         unit="x",
     ),

@@ -15,7 +15,6 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-import httpx
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OctKey, OKPKey, RSAKey
 
@@ -115,6 +114,10 @@ class JwksKeys:
                 return  # tried a moment ago (or another caller just did)
             self._tried_at = time.monotonic()
             self.fetches += 1
+            # Imported here: only a JWKS needs an HTTP client, and httpx (with the
+            # command line it brings) would cost every boot some 30 ms.
+            import httpx
+
             try:
                 async with httpx.AsyncClient(timeout=FETCH_TIMEOUT) as client:
                     response = await client.get(self.url)

@@ -9,13 +9,26 @@ tells nothing about which accounts exist.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 _hasher = PasswordHash((Argon2Hasher(),))
-# Verified against when there is no hash, for the same cost as a real one.
-_NOBODY = _hasher.hash("no such user: any password fails against this")
+
+
+@functools.cache
+def _nobody() -> str:
+    """Verified against when there is no hash, for the same cost as a real one.
+
+    Made on first use, in the thread of that verification, rather than at
+    import: it costs a tenth of a second that every boot would pay.
+    """
+    return _hasher.hash("no such user: any password fails against this")
+
+
+def _verify_nobody(password: str) -> bool:
+    return _hasher.verify(password, _nobody())
 
 
 async def hash_password(password: str) -> str:
@@ -27,7 +40,7 @@ async def verify_password(password: str, stored: str | None) -> tuple[bool, str 
     """Whether `password` matches the `stored` hash; and a new hash to store when the
     parameters changed since (else None). With `stored` None: False, at the same cost."""
     if stored is None:
-        await asyncio.to_thread(_hasher.verify, password, _NOBODY)
+        await asyncio.to_thread(_verify_nobody, password)
         return False, None
     try:
         return await asyncio.to_thread(_hasher.verify_and_update, password, stored)

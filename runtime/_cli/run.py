@@ -58,7 +58,7 @@ def _run(
     no_build: bool,
 ) -> None:
     from .. import _config as config
-    from .._node.boot import prepare, warn_if_frontend_missing
+    from .._node.boot import assemble, warn_if_frontend_missing
     from .._node.server import serve
     from .._observe.log import configure_logging
 
@@ -69,7 +69,7 @@ def _run(
         from .._frontend.build import ensure_built
 
         ensure_built(settings)
-    found = prepare(settings)
+    found, app = assemble(settings)
     warn_if_frontend_missing(settings)
     _check_port_free(settings.server.host, settings.server.port)
 
@@ -86,7 +86,7 @@ def _run(
         daemons=found.daemons,
         jobs=found.jobs,
         workflows=found.workflows,
-        mounts=found.mounts,
+        app=app,
     )
     # Everything is drained, deregistered and closed by now. Tearing down the
     # interpreter's module graph would add ~300 ms between SIGTERM and exit,

@@ -40,10 +40,10 @@ class AccessLog:
         if color is None:
             color = not self.json and use_color(self.stream)
         self._level = f"{LEVEL_COLORS['INFO']}INFO   {RESET}" if color else "INFO   "
-        # The constant part of a JSON line's tail, made once: the node id is
-        # known before a worker builds its app.
-        node = node_id()
-        self._json_node = f',"node_id":{encode_basestring_ascii(node)}' if node else ""
+        self._json_node = ""
+        """The constant part of a JSON line's tail, made at the first write: the
+        app may be built before the fork, when the node id is not known yet."""
+        self._node_known = False
 
     @classmethod
     def for_settings(cls, settings: Settings) -> AccessLog | None:
@@ -58,6 +58,10 @@ class AccessLog:
         # Each request noted when it ended on the monotonic clock; one reading
         # of both clocks dates the whole batch.
         to_wall = time.time() - time.perf_counter()
+        if not self._node_known:
+            self._node_known = True
+            node = node_id()
+            self._json_node = f',"node_id":{encode_basestring_ascii(node)}' if node else ""
         line = self._json_line if self.json else self._text_line
         lines = [
             line(ended + to_wall, method, path, status, seconds, request_id)

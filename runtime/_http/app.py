@@ -99,6 +99,7 @@ def create_app(
         app.state[LIMITER_KEY] = Limiter(backend, namespace, cache.outages)
         response_store.bind(backend, cache.outages)
         hub = app.state[HUB_KEY] = start_hub(settings, engine) if streams else None
+        status = gateway.probes.status  # the worker's, set since assembly (`app_for_worker`)
         if isinstance(status, SharedStatus):
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(
@@ -209,22 +210,24 @@ def app_for_worker(
     overrides: dict[str, Any],
     status_file: str | None,
     node_id: str | None = None,
-    prepared: tuple[Settings, Sequence[Mount]] | None = None,
+    prepared: tuple[Settings, Gateway] | None = None,
 ) -> Gateway:
     """Build the app inside a Granian worker from the same inputs as the main process.
 
-    `prepared`: the settings and handler mounts of the main process the worker
-    was forked from, which loaded and checked them already: used as they are.
+    `prepared`: the settings and the app the main process the worker was forked
+    from assembled and checked already (`runtime._node.boot.assemble`): used as
+    they are, which spares each worker the assembly.
     """
+    status = SharedStatus(Path(status_file)) if status_file else None
     if prepared is None:
         settings = config.load(config_file, overrides=overrides)
-        mounts: Sequence[Mount] = discover_app(settings).mounts
+        gateway = create_app(settings, discover_app(settings).mounts, status=status)
     else:
-        settings, mounts = prepared
+        settings, gateway = prepared
+        gateway.enter_worker(status)
     set_node_id(node_id)
     configure_logging(settings)
-    status = SharedStatus(Path(status_file)) if status_file else None
-    return create_app(settings, mounts, status=status)
+    return gateway
 
 
 def _drain(gateway: Gateway, hub: Hub | None, timeout: float, on_cut: Any) -> None:

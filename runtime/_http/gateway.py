@@ -165,6 +165,16 @@ class Gateway:
                 )
             )
 
+    def enter_worker(self, status: Any = None) -> None:
+        """Make an app assembled before the fork this worker's own.
+
+        Its request ids get a prefix of their own (the workers forked from one
+        process would otherwise share one), and its probes read `status`.
+        """
+        self._request_id_prefix = secrets.token_hex(4) + "-"
+        if status is not None:
+            self.probes.status = status
+
     def _template_of(self, path: str) -> str | None:
         """The route template of a path the app routes for other methods (its 405s).
 

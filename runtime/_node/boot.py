@@ -10,6 +10,7 @@ from .._config import Settings
 from .._errors import HandlerError
 from .._frontend import has_frontend
 from .._http.app import create_app
+from .._http.gateway import Gateway
 from .._observe.log import configure_logging
 from .._project.discovery import Discovery, discover_app
 
@@ -22,13 +23,18 @@ def prepare(settings: Settings) -> Discovery:
     Imports the handlers and assembles the app once in the main process, so a
     mistake stops boot here with a message instead of in every worker.
     """
+    return assemble(settings)[0]
+
+
+def assemble(settings: Settings) -> tuple[Discovery, Gateway]:
+    """`prepare`, and the app it assembled: workers forked from this process serve it."""
     configure_logging(settings)
     found = discover_app(settings)
     try:
-        create_app(settings, found.mounts)
+        gateway = create_app(settings, found.mounts)
     except ImproperlyConfiguredException as exc:
         raise HandlerError(f"cannot assemble the app: {exc}") from None
-    return found
+    return found, gateway
 
 
 def warn_if_frontend_missing(settings: Settings) -> None:

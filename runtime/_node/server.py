@@ -25,7 +25,7 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from granian.constants import HTTPModes, Interfaces, Loops
@@ -40,16 +40,16 @@ from .._status import DRAIN_SIGNAL, WAKE_SIGNAL, SharedStatus, cut_reports
 from .lifecycle import Node
 
 if TYPE_CHECKING:
-    from .._project.mounts import Mount
+    from .._http.gateway import Gateway
 
 log = logging.getLogger("forge.server")
 
 # How often a worker that has not stopped yet is woken (see _stop_workers).
 WAKE_INTERVAL = 0.2
 
-_prepared: tuple[Settings, Sequence[Mount]] | None = None
-"""The main process's settings and handler mounts, checked by its boot, for the
-workers forked from it (`_load_app`); a worker started afresh loads its own."""
+_prepared: tuple[Settings, Gateway] | None = None
+"""The main process's settings and the app its boot assembled and checked, for
+the workers forked from it (`_load_app`); a worker started afresh builds its own."""
 
 
 class NodeServer(MPServer):
@@ -178,12 +178,12 @@ def serve(
     daemons: list[Any] | None = None,
     jobs: list[Any] | None = None,
     workflows: list[Any] | None = None,
-    mounts: Sequence[Mount] | None = None,
+    app: Gateway | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain; the process's exit code.
 
-    `mounts`: the handlers the boot discovered in this process (`prepare`),
-    which forked workers then use as they are instead of discovering them again.
+    `app`: the app the boot assembled in this process (`assemble`), which forked
+    workers then serve as it is instead of discovering and assembling it again.
     """
     global _prepared
     _allow_open_files(settings)
@@ -191,7 +191,7 @@ def serve(
     # Before the workers fork: they and this process write their samples there.
     metrics_directory = metrics.start_node()
     _share_with_workers(settings)
-    _prepared = None if mounts is None else (settings, mounts)
+    _prepared = None if app is None else (settings, app)
     server: NodeServer | None = None
 
     def on_ready() -> None:
