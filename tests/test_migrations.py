@@ -506,6 +506,29 @@ def test_a_pending_revision_still_waits_for_the_lock(project: Project, db: Datab
     assert_no_traceback(output)
 
 
+def test_a_waiting_node_is_ready_once_another_has_migrated(project: Project, db: Database) -> None:
+    """Nodes that wait while one migrates do not then take the lock in turn."""
+    ok(project.forge("migrate"))
+    # Missing checksums are work for the lock's holder: the node must wait...
+    db.execute("CREATE TABLE saved_checksums AS SELECT * FROM forge_migration_checksums")
+    db.execute("DELETE FROM forge_migration_checksums")
+    with holding_the_lock(project, db):
+        node = project.start(env={"FORGE_DATABASE__MIGRATION_LOCK_TIMEOUT": "120s"})
+        node.wait_until(lambda: node.get("/_api/health").status_code == 200, 60, "serving")
+        time.sleep(1)
+        assert node.get("/_api/ready").status_code == 503
+        # ...until the holder has done it (here, the test in its place): then it is
+        # ready at once, while the lock is still held.
+        db.execute("INSERT INTO forge_migration_checksums SELECT * FROM saved_checksums")
+        node.wait_ready(timeout=10)
+        if db.is_postgres:
+            assert len(lock_holders(db)) == 1  # the test's, and only the test's
+    node.stop()
+    output = node.output()
+    assert "applied" not in output
+    assert_no_traceback(output)
+
+
 def test_a_node_records_missing_checksums_under_the_lock(project: Project, db: Database) -> None:
     # At the head, but with checksums to record: that is work, done under the lock.
     ok(project.forge("migrate"))

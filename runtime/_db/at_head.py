@@ -7,9 +7,11 @@ loading Alembic, whether the database is at the head of both chains
 (`at_head`): one query, against the heads read from the revision files as text
 (`revision_text.code_head`). Only when something is pending, or the answer is
 not certain, does it take the lock, ask again under it (another node may have
-migrated meanwhile), and only then load Alembic and upgrade. So exactly one
-node migrates, none serves a schema behind the head, and the others neither
-queue on the lock nor pay for Alembic.
+migrated meanwhile), and only then load Alembic and upgrade. While it waits
+for the lock it keeps asking, so the nodes that boot while one migrates are
+ready once it is done, without taking the lock in turn. So exactly one node
+migrates, none serves a schema behind the head, and the others neither queue
+on the lock nor pay for Alembic.
 
 "At the head" is strict, so that skipping the lock skips nothing the locked
 upgrade would do: both version tables hold exactly the head of their chain,
@@ -27,11 +29,12 @@ from collections.abc import Callable
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .._config import Settings
 from . import checksums
 from .chains import Applied, Chain, Report, chains
-from .migration_lock import dedicated, locked
+from .migration_lock import dedicated, locked_unless
 from .pgbouncer import check_poolers
 from .revision_text import code_head
 
@@ -44,9 +47,14 @@ async def upgrade_unless_at_head(
     runtime, app = chains(settings)
     if await _at_head_unlocked(settings, runtime, app):
         return Report()
-    async with locked(settings, poolers_checked=True) as connection:
-        # Double-checked: the node that held the lock meanwhile may have done it all.
-        if await connection.run_sync(at_head, runtime, app):
+
+    async def done_meanwhile(connection: AsyncConnection) -> bool:
+        return await connection.run_sync(at_head, runtime, app)
+
+    # Waiting, it keeps asking: the node that holds the lock may do it all.
+    async with locked_unless(settings, done_meanwhile, poolers_checked=True) as connection:
+        # Double-checked: the lock's previous holder may have done it all.
+        if connection is None or await done_meanwhile(connection):
             return Report()
         from .migrate import Migrator  # Alembic: only now that there is something to do
 

@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import text
@@ -29,6 +30,8 @@ MIGRATION_LOCK_KEY = 0x464F524745
 POLL_INTERVAL = 0.05
 """How often a waiter tries the lock: a node waiting for another's migration
 is ready this soon after it ends (trying costs the database next to nothing)."""
+UNNEEDED_INTERVAL = 0.2
+"""How often a waiter asks whether it still needs the lock (a query of its own)."""
 REPORT_INTERVAL = 5.0
 CLIENT_CHECK_INTERVAL_MS = 1000
 """How often the lock's backend checks, during a statement, that its client is alive."""
@@ -45,14 +48,17 @@ class PostgresLock:
         self.connection = connection
         self.key = key
 
-    async def acquire(self, timeout: float) -> None:
+    async def acquire(
+        self, timeout: float, *, unneeded: Callable[[], Awaitable[bool]] | None = None
+    ) -> bool:
+        """Take the lock; False, without it, once `unneeded` answers True while waiting."""
         await self._die_with_client()
         started = time.monotonic()
-        reported = started
+        reported = asked = started
         while True:
             if await self._scalar("SELECT pg_try_advisory_lock(:key)"):
                 await self.connection.commit()
-                return
+                return True
             now = time.monotonic()
             if now - started >= timeout:
                 holder = await self.holder()
@@ -67,6 +73,10 @@ class PostgresLock:
                 reported = now
                 log.info("waiting for the migration lock, held by %s", await self.holder())
             await self.connection.commit()
+            if unneeded is not None and now - asked >= UNNEEDED_INTERVAL:
+                asked = now
+                if await unneeded():
+                    return False
             await asyncio.sleep(POLL_INTERVAL)
 
     async def release(self) -> None:
@@ -121,11 +131,14 @@ class FileLock:
         self.path = path
         self._fd: int | None = None
 
-    async def acquire(self, timeout: float) -> None:
+    async def acquire(
+        self, timeout: float, *, unneeded: Callable[[], Awaitable[bool]] | None = None
+    ) -> bool:
+        """Take the lock; False, without it, once `unneeded` answers True while waiting."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         started = time.monotonic()
-        reported = started
+        reported = asked = started
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -144,10 +157,16 @@ class FileLock:
                 if now - reported >= REPORT_INTERVAL:
                     reported = now
                     log.info("waiting for the migration lock, held by %s", self.holder())
+                if unneeded is not None and now - asked >= UNNEEDED_INTERVAL:
+                    asked = now
+                    if await unneeded():
+                        os.close(fd)
+                        return False
                 await asyncio.sleep(POLL_INTERVAL)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
         self._fd = fd
+        return True
 
     async def release(self) -> None:
         if self._fd is not None:

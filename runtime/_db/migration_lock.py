@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from .faults import unreachable
 from .locks import FileLock, PostgresLock
 from .pgbouncer import check_poolers
 
+Unneeded = Callable[[AsyncConnection], Awaitable[bool]]
+"""Whether the lock is no longer needed, asked on the waiter's connection."""
+
 
 @asynccontextmanager
 async def locked(
@@ -27,6 +31,28 @@ async def locked(
 
     `poolers_checked`: the caller has already run `check_poolers` for this boot.
     """
+    async with _holding(settings, poolers_checked, None) as connection:
+        assert connection is not None  # without `unneeded`, only the lock ends the wait
+        yield connection
+
+
+@asynccontextmanager
+async def locked_unless(
+    settings: Settings, unneeded: Unneeded, *, poolers_checked: bool = False
+) -> AsyncIterator[AsyncConnection | None]:
+    """`locked`; or None, without the lock, once `unneeded` answers True while another holds it.
+
+    Nodes that boot while one of them migrates need not take the lock in turn
+    once it is done: each learns so from the database while it waits.
+    """
+    async with _holding(settings, poolers_checked, unneeded) as connection:
+        yield connection
+
+
+@asynccontextmanager
+async def _holding(
+    settings: Settings, poolers_checked: bool, unneeded: Unneeded | None
+) -> AsyncIterator[AsyncConnection | None]:
     # Through a transaction pooler the lock would be taken and lost at once:
     # refuse that before taking it.
     if not poolers_checked:
@@ -38,7 +64,10 @@ async def locked(
             lock: FileLock | PostgresLock = FileLock(Path(f"{target.url.database}.migrate.lock"))
         else:
             lock = PostgresLock(connection)
-        await lock.acquire(timeout)
+        ask = None if unneeded is None else functools.partial(unneeded, connection)
+        if not await lock.acquire(timeout, unneeded=ask):
+            yield None
+            return
         try:
             yield connection
         finally:
