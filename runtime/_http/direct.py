@@ -34,6 +34,7 @@ from litestar.routes import HTTPRoute
 from litestar.serialization import encode_json, get_serializer
 
 from .._auth import AUTH_KEY
+from .response_cache import CacheHeaders, cache_headers_of
 from .responses import ForgeResponse
 
 if TYPE_CHECKING:
@@ -70,15 +71,22 @@ class DirectRoutes:
             if entry is None:
                 continue
             handler, kwargs_model = entry
-            if _plain(handler, kwargs_model, app_middleware):
+            cache = cache_headers_of(handler)
+            if _plain(handler, kwargs_model, app_middleware, cache):
                 routes[route.path] = DirectRoute(
-                    app, route.path_format, handler, kwargs_model, authenticate
+                    app, route.path_format, handler, kwargs_model, authenticate, cache
                 )
         return cls(routes)
 
 
-def _plain(handler: HTTPRouteHandler, kwargs_model: Any, app_middleware: int) -> bool:
-    """Whether answering `handler` directly leaves out nothing Litestar would do."""
+def _plain(
+    handler: HTTPRouteHandler, kwargs_model: Any, app_middleware: int, cache: CacheHeaders | None
+) -> bool:
+    """Whether answering `handler` directly leaves out nothing Litestar would do.
+
+    A route cached by `@cached` qualifies too: its hits are answered from the
+    near copy, with its `CacheHeaders`; anything else goes to Litestar.
+    """
     return_type = handler.parsed_fn_signature.return_type
     return bool(
         inspect.iscoroutinefunction(handler.fn)
@@ -92,13 +100,14 @@ def _plain(handler: HTTPRouteHandler, kwargs_model: Any, app_middleware: int) ->
         and kwargs_model.expected_form_data is None
         and kwargs_model.expected_msgpack_data is None
         and "data" not in handler.parsed_fn_signature.parameters
-        and len(handler.resolve_middleware()) == app_middleware
+        and len(handler.resolve_middleware()) == app_middleware + (cache is not None)
         and not handler.resolve_guards()
         and handler.resolve_before_request() is None
         and handler.resolve_after_response() is None
         and not any(layer.after_request for layer in handler.ownership_layers)
         and handler.resolve_return_dto() is None
-        and not handler.cache
+        and (cache is not None or not handler.cache)
+        and handler.cache_key_builder is None
         and not handler.resolve_response_headers()
         and not handler.resolve_response_cookies()
         and handler.background is None
@@ -121,6 +130,7 @@ class DirectRoute:
     __slots__ = (
         "app",
         "authenticate",
+        "cache",
         "exception_handlers",
         "fn",
         "handler",
@@ -139,8 +149,10 @@ class DirectRoute:
         handler: HTTPRouteHandler,
         kwargs_model: Any,
         authenticate: Authenticate | None,
+        cache: CacheHeaders | None = None,
     ) -> None:
         self.app = app
+        self.cache = cache
         self.template = template
         self.handler = handler
         self.fn = handler.fn
@@ -163,6 +175,9 @@ class DirectRoute:
         scope["path_params"] = {}
         scope["route_handler"] = self.handler
         scope["path_template"] = self.template
+        if self.cache is not None:
+            await self._cached(scope, receive, send)
+            return
         if self.query:
             kwargs = self._bind(scope, receive, send)
             if kwargs is None:
@@ -200,6 +215,18 @@ class DirectRoute:
             if started:
                 raise
             await self._answer_error(scope, receive, send, exc)
+
+    async def _cached(self, scope: Any, receive: Any, send: Any) -> None:
+        """A hit from the near copy; Litestar for the rest (it runs and stores the handler)."""
+        assert self.cache is not None
+        try:
+            if self.authenticate is not None:  # Litestar's order: before the cache
+                scope[AUTH_KEY] = await self.authenticate(scope)
+        except Exception as exc:
+            await self._answer_error(scope, receive, send, exc)
+            return
+        if not await self.cache.answer_hit(scope, send):
+            await self.app(scope, receive, send)
 
     def _bind(self, scope: Any, receive: Any, send: Any) -> dict[str, Any] | None:
         """The handler's keyword arguments from the query string; None to leave it to Litestar."""

@@ -115,10 +115,23 @@ class ResponseStore(Store):
         self.computing: dict[str, asyncio.Future[None]] = {}
         """Keys whose response a request of this process is making, to be waited for."""
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> ResponseStore:
+        # Litestar deep-copies a route handler as it registers it, and with it
+        # the `CacheHeaders` partial that holds this store: every copy must be
+        # this one, which the worker binds and which holds the near copies.
+        return self
+
     def fresh(self, key: str) -> bool:
         """Whether this process holds a live near copy of `key`."""
         near = self._near.get(key)
         return near is not None and (near[1] is None or near[1] > time.time())
+
+    def near(self, key: str) -> bytes | None:
+        """This process's live copy of `key`, if it holds one."""
+        if not self.fresh(key):
+            return None
+        self._near.move_to_end(key)
+        return self._near[key][0]
 
     def bind(self, backend: Backend, outages: OutageLog) -> None:
         """Use `backend` from now on (the worker made it, on its own event loop)."""
@@ -245,6 +258,17 @@ class CacheHeaders:
         finally:
             computing.pop(key).set_result(None)
 
+    async def answer_hit(self, scope: Any, send: Any) -> bool:
+        """Answer from this process's near copy, as a hit through Litestar is answered;
+        False, having sent nothing, when it holds no live copy for the request."""
+        key = key_of(scope, self.store.credential_cookie)
+        raw = None if key is _NOT_CACHED else self.store.near(key)
+        if raw is None:
+            return False
+        start, *rest = msgspec.msgpack.decode(raw)
+        await self._answer(scope, start, b"".join(m.get("body", b"") for m in rest), send)
+        return True
+
     async def _respond(self, scope: Any, receive: Any, send: Any) -> None:
         start: dict[str, Any] | None = None
         body: list[bytes] = []
@@ -315,3 +339,11 @@ def attach_cache_headers(targets: Iterable[Any], store: ResponseStore) -> int:
 
 def _is_cache_headers(middleware: Any) -> bool:
     return isinstance(middleware, functools.partial) and middleware.func is CacheHeaders
+
+
+def cache_headers_of(handler: Any) -> CacheHeaders | None:
+    """The `CacheHeaders` of a cached route, standing alone, to answer its hits with."""
+    for middleware in handler.middleware or ():
+        if _is_cache_headers(middleware):
+            return middleware(None)  # type: ignore[no-any-return]
+    return None
