@@ -34,7 +34,7 @@ from .._status import DRAIN_SIGNAL, WAKE_SIGNAL, LocalStatus, SharedStatus, repo
 from .access_log import AccessLog
 from .api_docs import openapi_config
 from .authentication import Authentication, document_refusals
-from .direct import DirectRoutes
+from .direct import direct_routes
 from .errors import ForgeRequest, exception_handlers, log_exception
 from .gateway import Gateway
 from .injection import inject_context
@@ -179,7 +179,7 @@ def create_app(
         api_prefixes=tuple(prefix for prefix in by_prefix if prefix),
         metrics=RequestMetrics(),
         internal=InternalAccess.from_settings(settings),
-        direct=DirectRoutes.build(
+        direct=direct_routes(
             litestar, authentication.identify if authentication is not None else None
         ),
     )

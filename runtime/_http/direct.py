@@ -6,7 +6,7 @@ an exception middleware. For the commonest handler (a fixed path, ``ctx``
 and perhaps a few query parameters, a dict or list back as JSON) those steps
 cost more than the handler and the runtime's own bookkeeping together.
 
-At assembly `DirectRoutes.build` picks the handlers nothing of that touches:
+At assembly `direct_routes` picks the handlers nothing of that touches:
 no guards, dependencies, hooks, DTOs, response cache, headers or cookies of
 their own, no middleware but the runtime's authentication. For those the
 gateway calls the handler itself and sends the JSON. Litestar stays the
@@ -49,34 +49,32 @@ _JSON_TYPE = (b"content-type", MediaType.JSON.value.encode("latin-1"))
 _HOST = b"host"
 
 
-class DirectRoutes:
-    """The handlers the gateway may call itself, by path (``GET`` only)."""
-
-    def __init__(self, routes: dict[str, DirectRoute]) -> None:
-        self.by_path = routes
-
-    @classmethod
-    def build(cls, app: Litestar, authenticate: Authenticate | None) -> DirectRoutes:
-        """The routes of `app` that qualify; none if the app has Litestar's app-wide middleware."""
-        if app.cors_config or app.csrf_config or app.compression_config or app.allowed_hosts:
-            return cls({})
-        if app.before_send:
-            return cls({})
-        app_middleware = 1 if authenticate is not None else 0
-        routes: dict[str, DirectRoute] = {}
-        for route in app.routes:
-            if not isinstance(route, HTTPRoute) or route.path_parameters:
-                continue
-            entry = route.route_handler_map.get("GET")
-            if entry is None:
-                continue
-            handler, kwargs_model = entry
-            cache = cache_headers_of(handler)
-            if _plain(handler, kwargs_model, app_middleware, cache):
-                routes[route.path] = DirectRoute(
-                    app, route.path_format, handler, kwargs_model, authenticate, cache
-                )
-        return cls(routes)
+def direct_routes(app: Litestar, authenticate: Authenticate | None) -> dict[str, DirectRoute]:
+    """The routes of `app` that qualify, by path; none if the app has Litestar's app-wide
+    middleware."""
+    if (
+        app.cors_config
+        or app.csrf_config
+        or app.compression_config
+        or app.allowed_hosts
+        or app.before_send
+    ):
+        return {}
+    app_middleware = 1 if authenticate is not None else 0
+    routes: dict[str, DirectRoute] = {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or route.path_parameters:
+            continue
+        entry = route.route_handler_map.get("GET")
+        if entry is None:
+            continue
+        handler, kwargs_model = entry
+        cache = cache_headers_of(handler)
+        if _plain(handler, kwargs_model, app_middleware, cache):
+            routes[route.path] = DirectRoute(
+                app, route.path_format, handler, kwargs_model, authenticate, cache
+            )
+    return routes
 
 
 def _plain(
@@ -134,7 +132,6 @@ class DirectRoute:
         "exception_handlers",
         "fn",
         "handler",
-        "kwargs_model",
         "query",
         "scope_kwarg",
         "serializer",
@@ -156,7 +153,6 @@ class DirectRoute:
         self.template = template
         self.handler = handler
         self.fn = handler.fn
-        self.kwargs_model = kwargs_model
         self.query = tuple(kwargs_model.expected_query_params)
         self.scope_kwarg = "scope" in kwargs_model.expected_reserved_kwargs
         self.authenticate = authenticate
@@ -175,8 +171,16 @@ class DirectRoute:
         scope["path_params"] = {}
         scope["route_handler"] = self.handler
         scope["path_template"] = self.template
+        try:
+            if self.authenticate is not None:  # Litestar's order: before the cache
+                scope[AUTH_KEY] = await self.authenticate(scope)
+        except Exception as exc:
+            await self._answer_error(scope, receive, send, exc)
+            return
         if self.cache is not None:
-            await self._cached(scope, receive, send)
+            # A hit from the near copy; Litestar for the rest (it runs and stores the handler).
+            if not await self.cache.answer_hit(scope, send):
+                await app(scope, receive, send)
             return
         if self.query:
             kwargs = self._bind(scope, receive, send)
@@ -186,15 +190,7 @@ class DirectRoute:
         else:
             kwargs = {"scope": scope} if self.scope_kwarg else {}
         started = False
-
-        def send_started(message: Any) -> Any:
-            nonlocal started
-            started = True
-            return send(message)
-
         try:
-            if self.authenticate is not None:
-                scope[AUTH_KEY] = await self.authenticate(scope)
             data = await self.fn(**kwargs)
             if type(data) is dict or type(data) is list:
                 body = encode_json(data, self.serializer)
@@ -208,6 +204,12 @@ class DirectRoute:
                 started = True
                 await send({"type": "http.response.body", "body": body})
                 return
+
+            def send_started(message: Any) -> Any:
+                nonlocal started
+                started = True
+                return send(message)
+
             request = app.request_class(scope, receive, send)
             response = await self.handler.to_response(app=app, data=data, request=request)
             await response(scope, receive, send_started)
@@ -215,18 +217,6 @@ class DirectRoute:
             if started:
                 raise
             await self._answer_error(scope, receive, send, exc)
-
-    async def _cached(self, scope: Any, receive: Any, send: Any) -> None:
-        """A hit from the near copy; Litestar for the rest (it runs and stores the handler)."""
-        assert self.cache is not None
-        try:
-            if self.authenticate is not None:  # Litestar's order: before the cache
-                scope[AUTH_KEY] = await self.authenticate(scope)
-        except Exception as exc:
-            await self._answer_error(scope, receive, send, exc)
-            return
-        if not await self.cache.answer_hit(scope, send):
-            await self.app(scope, receive, send)
 
     def _bind(self, scope: Any, receive: Any, send: Any) -> dict[str, Any] | None:
         """The handler's keyword arguments from the query string; None to leave it to Litestar."""

@@ -23,7 +23,7 @@ from litestar.utils import normalize_path
 
 from .._observe.metrics import DRAINING_ROUTE, RequestMetrics
 from .access_log import AccessLog
-from .direct import DirectRoutes
+from .direct import DirectRoute
 from .errors import REQUEST_ID_KEY
 from .internal import InternalAccess, forbid
 from .ledger import Ledger
@@ -52,7 +52,7 @@ class Gateway:
         api_prefixes: tuple[str, ...] = (),
         metrics: RequestMetrics | None = None,
         internal: InternalAccess | None = None,
-        direct: DirectRoutes | None = None,
+        direct: dict[str, DirectRoute] | None = None,
     ) -> None:
         self.app = app
         self.probes = probes
@@ -63,7 +63,7 @@ class Gateway:
         prefixes = ("/_api", *(p for p in api_prefixes if p))
         self._api_paths = frozenset(prefixes)
         self._api_trees = tuple(prefix + "/" for prefix in prefixes)
-        self._direct = direct.by_path if direct is not None else {}
+        self._direct = direct or {}
         """The handlers answered without Litestar (`runtime._http.direct`), by path; GET only."""
         self.active: dict[asyncio.Task[Any], Any] = {}
         """The scopes of requests in flight, by the task serving them."""
