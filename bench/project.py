@@ -84,6 +84,19 @@ async def large() -> list[dict[str, Any]]:
 async def upload(request: Request[Any, Any, Any]) -> dict[str, int]:
     return {"received": len(await request.body())}
 '''
+WORK_HANDLER = '''
+"""A handler that does its own work: about a millisecond of pure Python per request."""
+
+from litestar import get
+
+from runtime import Ctx
+
+
+@get("/work")
+async def work(ctx: Ctx, n: int = 20_000) -> dict[str, int]:
+    return {"sum": sum(i * i for i in range(n))}
+'''
+
 LARGE_MAX_BODY_SIZE = "16MiB"
 """`[server].max_body_size` of a project with the large handlers: room for a 10 MiB upload."""
 
@@ -300,6 +313,10 @@ class DemoProject:
             config = tomllib.load(file)
         config.setdefault("server", {})["max_body_size"] = LARGE_MAX_BODY_SIZE
         path.write_text(tomli_w.dumps(config))
+
+    def add_work_handler(self) -> None:
+        """``GET /api/work?n=20000``: a sum of squares, about 1 ms of the worker's CPU."""
+        (self.root / "handlers" / "bench_work.py").write_text(WORK_HANDLER.lstrip())
 
     def add_fast_read_handler(self) -> None:
         """``GET /api/fast/notes/{id}``: the demo's note through ``ctx.fetch_one``."""

@@ -103,6 +103,11 @@ async def hello(name: str = "world") -> dict[str, str]:
     return {"message": f"{GREETING}, {name}!"}
 
 
+@get("/api/work")
+async def work(n: int = 20_000) -> dict[str, int]:
+    return {"sum": sum(i * i for i in range(n))}
+
+
 @get("/api/notes/{note_id:int}")
 async def get_note(state: State, note_id: int) -> NoteOut:
     sessionmaker: async_sessionmaker[AsyncSession] = state.sessionmaker
@@ -191,7 +196,7 @@ async def database(app: Litestar) -> AsyncIterator[None]:
 
 
 def _route_handlers() -> list[ControllerRouterHandler]:
-    handlers: list[ControllerRouterHandler] = [hello]
+    handlers: list[ControllerRouterHandler] = [hello, work]
     if DATABASE_URL is not None:
         handlers += [get_note, get_note_core, get_note_asyncpg]
     if LARGE:

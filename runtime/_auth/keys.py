@@ -15,11 +15,8 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet, OctKey, OKPKey, RSAKey
-
 if TYPE_CHECKING:
-    from joserfc.jwk import Key
+    from joserfc.jwk import Key, KeySet
 
     from .._config.services import AuthSection
 
@@ -42,13 +39,20 @@ class StaticKeys:
     generation = 0
     """Never changes: tokens verified with this key stay verified."""
 
-    def __init__(self, key: Key) -> None:
-        self.key = key
+    def __init__(self, key: Key | None = None, *, secret: str | None = None) -> None:
+        self._key = key
+        self._secret = secret
 
     @classmethod
     def from_settings(cls, auth: AuthSection) -> StaticKeys:
         if auth.jwt_secret is not None:
-            return cls(OctKey.import_key(auth.jwt_secret))
+            # Any text is a valid secret, so nothing to check at boot: the key
+            # (and joserfc, some 50 ms of imports) waits for the first token.
+            return cls(secret=auth.jwt_secret)
+        # A PEM can be wrong: read it now, so that boot says so.
+        from joserfc.errors import JoseError
+        from joserfc.jwk import ECKey, OKPKey, RSAKey
+
         assert auth.public_key is not None
         pem = auth.public_key.encode()
         for key_type in (RSAKey, ECKey, OKPKey):
@@ -60,6 +64,14 @@ class StaticKeys:
 
     def trusted(self) -> bool:
         return True
+
+    @property
+    def key(self) -> Key:
+        if self._key is None:
+            from joserfc.jwk import OctKey
+
+            self._key = OctKey.import_key(self._secret)
+        return self._key
 
     async def key_for(self, kid: str | None) -> Key:
         return self.key
@@ -117,6 +129,8 @@ class JwksKeys:
             # Imported here: only a JWKS needs an HTTP client, and httpx (with the
             # command line it brings) would cost every boot some 30 ms.
             import httpx
+            from joserfc.errors import JoseError
+            from joserfc.jwk import KeySet
 
             try:
                 async with httpx.AsyncClient(timeout=FETCH_TIMEOUT) as client:

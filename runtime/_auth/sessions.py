@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from joserfc import jwt
-from joserfc.jwk import OctKey
 from litestar.exceptions import NotAuthorizedException
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, select, update
 
@@ -86,6 +84,10 @@ class Issuer:
                 "issuing tokens needs [auth].jwt_secret (set FORGE_AUTH__JWT_SECRET); "
                 "with public_key or jwks_url, tokens come from another issuer"
             )
+        # joserfc is imported where a token is signed: importing runtime.auth
+        # (as every app with accounts does) would cost each boot some 50 ms.
+        from joserfc.jwk import OctKey
+
         self.key = OctKey.import_key(auth.jwt_secret)
         self.algorithm = auth.accepted_algorithms()[0]
         self.issuer = auth.issuer
@@ -101,6 +103,8 @@ class Issuer:
             payload["iss"] = self.issuer
         if self.audience:
             payload["aud"] = self.audience
+        from joserfc import jwt
+
         return jwt.encode({"alg": self.algorithm, "typ": "JWT"}, payload, self.key)
 
     async def _next(

@@ -28,16 +28,6 @@ import time
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from joserfc import jwt
-from joserfc.errors import (
-    BadSignatureError,
-    ClaimError,
-    ExpiredTokenError,
-    JoseError,
-    MissingClaimError,
-    UnsupportedAlgorithmError,
-)
-
 from .identity import Auth
 from .keys import UnknownKey, keys_for
 
@@ -108,6 +98,17 @@ class Verifier:
         return auth
 
     async def _verify(self, token: str) -> Auth:
+        # Imported at the first token, not at boot: a remembered token never gets here.
+        from joserfc import jwt
+        from joserfc.errors import (
+            BadSignatureError,
+            ClaimError,
+            ExpiredTokenError,
+            JoseError,
+            MissingClaimError,
+            UnsupportedAlgorithmError,
+        )
+
         header = _header(token)
         algorithm = header.get("alg")
         if algorithm not in self.algorithms:

@@ -12,11 +12,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, delete
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from .._db.times import utcnow
+from .._db.upsert import insert_for
 
 RETENTION = 7 * 86400.0
 """Seconds a delivery's id is kept: providers retry for up to three days."""
@@ -35,7 +34,7 @@ deliveries = Table(
 async def first_delivery(session: AsyncSession, endpoint: str, delivery_id: str) -> bool:
     """Record `delivery_id` for `endpoint` in `session`'s transaction; False if it was there."""
     dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
-    insert = postgres_insert if dialect == "postgresql" else sqlite_insert
+    insert = insert_for(dialect)
     statement = (
         insert(deliveries)
         .values(endpoint=endpoint, delivery_id=delivery_id[:200], received_at=utcnow())

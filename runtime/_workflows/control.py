@@ -16,11 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from .._db.times import utcnow
+from .._db.upsert import insert_for
 from .._jobs.queue import QUEUED, dialect_of, jobs, notify
 from .._project.workflows import WorkflowError, WorkflowTask, to_json
 from .tables import (
@@ -64,7 +63,7 @@ async def start(
     run_id = run_id or uuid.uuid4().hex
     now = utcnow()
     dialect = dialect_of(executor)
-    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(runs).values(
+    statement = insert_for(dialect)(runs).values(
         id=run_id,
         name=task.name,
         version=task.version,

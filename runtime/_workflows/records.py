@@ -14,12 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._db.raw import driver_connection
 from .._db.times import as_utc, utcnow
+from .._db.upsert import insert_for
 from .._jobs.queue import dialect_of
 from .control import ENDED_SIGNAL, Executor, deliver, enqueue_turn, locked_run
 from .tables import (
@@ -149,9 +148,7 @@ async def write_record(
         "started_at": started_at,
         "finished_at": None if record.status in (SLEEPING, WAITING, RETRYING) else utcnow(),
     }
-    statement = (pg_insert if dialect_of(executor) == "postgresql" else sqlite_insert)(
-        steps
-    ).values(**values)
+    statement = insert_for(dialect_of(executor))(steps).values(**values)
     if before is None:
         statement = statement.on_conflict_do_nothing(index_elements=["run_id", "position"])
     else:
