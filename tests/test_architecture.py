@@ -28,17 +28,19 @@ LAYERS: list[set[str]] = [
     {"_jobs"},
     {"_workflows"},
     {"_context"},
-    {"_http", "_tasks"},
-    {"_node"},
+    {"_tasks"},
+    {"_dashboard"},
+    {"_http"},
+    {"_node", "_testing"},
     {"_introspect", "_scaffold"},
     {"_deploy", "_executable"},
     {"_cli"},
-    {"__init__", "__main__", "auth"},
+    {"__init__", "__main__", "auth", "testing"},
 ]
 """Units (a package, or a module at the root) from the bottom up. A unit imports
 only units of a lower layer; two units of one layer do not import each other."""
 
-FACE = {"__init__", "__main__", "__version__", "auth"}
+FACE = {"__init__", "__main__", "__version__", "auth", "testing"}
 """What the root holds besides `_`-prefixed internals: the public face and the entry."""
 
 NEVER_ON_CLI = ("_config", "_db", "_http", "_node")
@@ -190,9 +192,9 @@ RUNTIME_IMPORT = re.compile(r"^\s*(?:from|import)\s+(runtime(?:\.\w+)*)", re.MUL
 )
 def test_handlers_use_only_the_public_face(source: Path) -> None:
     """The demo's handlers and what `forge new` generates import `runtime` (and
-    `runtime.auth`, the face's one submodule), nothing under it."""
+    `runtime.auth` and `runtime.testing`, the face's submodules), nothing under it."""
     imported = set(RUNTIME_IMPORT.findall(source.read_text()))
-    assert imported <= {"runtime", "runtime.auth"}, imported  # the face and its one submodule
+    assert imported <= {"runtime", "runtime.auth", "runtime.testing"}, imported
 
 
 def test_the_public_face_is_complete_and_lazy() -> None:

@@ -201,6 +201,10 @@ def test_forge_toml_and_env_in_the_working_directory_win(
     assert (alone / "local.db").is_file()
     # The handlers and frontend still come from inside the executable.
     assert node.get("/").status_code == 200
+    # So do the dashboard's page and the files it loads.
+    dashboard = node.get("/_api/dashboard")
+    assert dashboard.status_code == 200 and "prune_old_notes" in dashboard.text
+    assert node.get("/_api/dashboard/static/dashboard.js").status_code == 200
     assert node.stop() == 0
 
 

@@ -1,7 +1,9 @@
-"""The demo's publishing workflow (handlers/publishing.py) over HTTP, on a real `forge run`.
+"""The demo's publishing workflow (handlers/publishing.py) over HTTP.
 
 What is counted is each step's own effect, its row in ``note_publications``,
-besides what the runtime recorded of the run.
+besides what the runtime recorded of the run. The handlers' behaviour is
+tested as a project's own tests would be, on `runtime.testing`'s app in this
+process and its clock; surviving a killed node, on real `forge run` processes.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ from typing import Any
 
 import pytest
 from conftest import Node, Project, query
+from sqlalchemy import text
+
+from handlers.publishing import PAUSE
+from runtime.testing import ForgeApp
 
 STAGES = ["proofread", "render", "announce"]
+BODY = "First.\n\nSecond."
 
 FAST = """
 [cluster]
@@ -77,19 +84,38 @@ def stages(project: Project, database: str, note_id: int) -> list[tuple[str, int
     ]
 
 
-def test_publishing_runs_each_step_once(project: Project, database: str, node: Node) -> None:
-    note_id = create_note(node)
-    assert publication(node, note_id) == {
+# The run's steps, turn by turn, on the app booted in the test's process
+# (runtime.testing): its clock moves the pauses on, with no node to wait for.
+
+
+async def test_publishing_runs_each_step_once(forge_app: ForgeApp) -> None:
+    client = forge_app.client
+    created = await client.post("/api/notes", json={"title": "A note", "body": BODY})
+    assert created.status_code == 201, created.text
+    note_id = created.json()["id"]
+    before = await client.get(f"/api/notes/{note_id}/publication")
+    assert before.json() == {
         "run": f"publish-note-{note_id}",
         "status": None,
         "error": None,
         "steps": [],
     }
-    started = publish(node, note_id)
-    assert started["run"] == f"publish-note-{note_id}"
-    assert started["status"] in {"pending", "running", "sleeping"}
+    started = await client.post(f"/api/notes/{note_id}/publish")
+    assert started.status_code == 202, started.text
+    assert started.json()["run"] == f"publish-note-{note_id}"
 
-    ended = wait_published(node, note_id)
+    await forge_app.run_workflows()  # proofread, then the first pause
+    paused = (await client.get(f"/api/notes/{note_id}/publication")).json()
+    assert paused["status"] == "sleeping"
+    assert [(s["name"], s["status"]) for s in paused["steps"]] == [
+        ("proofread", "done"),
+        ("sleep", "sleeping"),
+    ]
+    for _ in range(2):
+        forge_app.clock.advance(PAUSE)
+        await forge_app.run_workflows()
+
+    ended = (await client.get(f"/api/notes/{note_id}/publication")).json()
     assert ended["status"] == "succeeded", ended
     assert [(s["kind"], s["name"], s["status"], s["attempts"]) for s in ended["steps"]] == [
         ("step", "proofread", "done", 1),
@@ -98,46 +124,57 @@ def test_publishing_runs_each_step_once(project: Project, database: str, node: N
         ("sleep", "sleep", "done", 1),
         ("step", "announce", "done", 1),
     ]
-    assert [s["position"] for s in ended["steps"]] == list(range(5))
-    assert all(s["wake_at"] for s in ended["steps"] if s["kind"] == "sleep")
-    assert stages(project, database, note_id) == [(stage, 1) for stage in STAGES]
-    details = dict(
-        query(
-            project,
-            database,
-            f"SELECT stage, detail FROM note_publications WHERE note_id = {note_id}",
-        )
-    )
-    assert details == {
+    assert await written_stages(forge_app, note_id) == {
         "proofread": "4 words",
         "render": "<h1>A note</h1><p>First.</p><p>Second.</p>",
         "announce": "published 'A note'",
     }
 
 
-def test_publishing_twice_returns_the_same_run(project: Project, database: str, node: Node) -> None:
-    note_id = create_note(node)
-    first, second = publish(node, note_id), publish(node, note_id)
+async def test_publishing_twice_returns_the_same_run(forge_app: ForgeApp) -> None:
+    client = forge_app.client
+    note_id = (await client.post("/api/notes", json={"title": "A note", "body": BODY})).json()["id"]
+    first = (await client.post(f"/api/notes/{note_id}/publish")).json()
+    second = (await client.post(f"/api/notes/{note_id}/publish")).json()
     assert first["run"] == second["run"] == f"publish-note-{note_id}"
-    assert wait_published(node, note_id)["status"] == "succeeded"
+    await forge_app.run_workflows()
+    for _ in range(2):  # past each pause, as it begins
+        forge_app.clock.advance(PAUSE)
+        await forge_app.run_workflows()
     # Once it ended, a third click still gets that run, and starts nothing.
-    third = publish(node, note_id)
-    assert (third["run"], third["status"]) == (first["run"], "succeeded")
-    assert len(third["steps"]) == 5
-    runs = query(project, database, "SELECT id FROM forge_workflows")
-    assert runs == [(f"publish-note-{note_id}",)]
-    assert stages(project, database, note_id) == [(stage, 1) for stage in STAGES]
+    third = (await client.post(f"/api/notes/{note_id}/publish")).json()
+    assert (third["run"], third["status"], len(third["steps"])) == (first["run"], "succeeded", 5)
+    assert await forge_app.run_workflows() == []
+    assert list(await written_stages(forge_app, note_id)) == STAGES
 
 
-def test_an_unknown_note_is_404(project: Project, database: str, node: Node) -> None:
+async def test_an_unknown_note_is_404(forge_app: ForgeApp) -> None:
+    client = forge_app.client
     for response in (
-        node.post("/api/notes/4242/publish"),
-        node.get("/api/notes/4242/publication"),
+        await client.post("/api/notes/4242/publish"),
+        await client.get("/api/notes/4242/publication"),
     ):
         assert response.status_code == 404, response.text
         assert response.json()["detail"] == "note 4242 not found"
-    assert node.post("/api/notes/0/publish").status_code == 400
-    assert query(project, database, "SELECT count(*) FROM forge_workflows") == [(0,)]
+    assert (await client.post("/api/notes/0/publish")).status_code == 400
+    assert await forge_app.run_workflows() == []
+
+
+async def written_stages(forge_app: ForgeApp, note_id: int) -> dict[str, str]:
+    """What each step wrote for the note, in the order written: each stage once."""
+    async with forge_app.session() as db:
+        rows = (
+            await db.execute(
+                text("SELECT stage, detail FROM note_publications WHERE note_id = :id ORDER BY id"),
+                {"id": note_id},
+            )
+        ).all()
+    stages = [stage for stage, _ in rows]
+    assert len(stages) == len(set(stages)), stages
+    return dict(rows)
+
+
+# Durability across a node's death is the runtime's, between processes: a real `forge run`.
 
 
 def test_a_publication_survives_its_node_being_killed(

@@ -890,11 +890,14 @@ def test_revisions_applied_before_checksums_get_a_baseline(project: Project, db:
     # The database as the previous runtime left it: no checksum table yet.
     db.execute("DROP TABLE forge_migration_checksums")
     db.execute("DROP INDEX ix_forge_jobs_finished")
+    db.execute("DROP INDEX ix_forge_cron_runs_finished")
     later = ("forge_workflow_signals", "forge_workflow_steps", "forge_workflows", "forge_cache")
     later += ("forge_webhook_deliveries", "forge_refresh_tokens", "forge_events", "forge_topics")
+    later += ("forge_seeds", "forge_contracts")
     for table in later:
         db.execute(f"DROP TABLE IF EXISTS {table}")  # forge_cache: PostgreSQL only
-    db.execute("ALTER TABLE forge_nodes DROP COLUMN subscribers")
+    for column in ("subscribers", "app_head", "runtime_head"):
+        db.execute(f"ALTER TABLE forge_nodes DROP COLUMN {column}")
     db.execute("UPDATE forge_schema_version SET version_num = '0003_jobs'")
     index = project.root / "migrations/0002_index_notes_created_at.sql"
     index.write_text(index.read_text() + "-- edited before checksums were recorded\n")

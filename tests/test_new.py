@@ -34,6 +34,7 @@ from runtime._scaffold import (
     create_auth,
     create_handler,
     create_project,
+    create_workflow,
     forge_toml,
     identifier,
 )
@@ -122,9 +123,10 @@ def assert_runs_this_runtime(
     assert DISTRIBUTION in listed
     assert not IMPOSTORS & set(listed), sorted(listed)
 
-    # The rest is exactly what this runtime's CI tested, whatever has been released since.
+    # The rest is exactly what this runtime's CI tested, whatever has been released since:
+    # the runtime's dependencies, and the test tools of the dev group (pytest).
     # A pin may be split by markers (one version per Python): the one for this Python.
-    pins = [Requirement(pin) for pin in project_pins.tested_pins()]
+    pins = [Requirement(pin) for pin in project_pins.constraints()]
     tested = {
         canonicalize_name(pin.name): str(pin)
         for pin in pins
@@ -182,6 +184,7 @@ def test_new_project_layout(workspace: Workspace) -> None:
         ".env.example",
         "handlers/hello.py",
         "migrations/0001_create_greetings.py",
+        "tests/test_hello.py",
     ):
         assert (root / relative).is_file(), relative
     assert not (root / "frontend").exists()
@@ -199,7 +202,13 @@ def test_new_project_layout(workspace: Workspace) -> None:
     assert pyproject["project"]["dependencies"] == [DISTRIBUTION]
     wheel = f"vendor/{wheel_name()}"
     assert pyproject["tool"]["uv"]["sources"] == {DISTRIBUTION: {"path": wheel}}
-    assert pyproject["tool"]["uv"]["constraint-dependencies"] == project_pins.tested_pins()
+    assert pyproject["tool"]["uv"]["constraint-dependencies"] == project_pins.constraints()
+    # Its tests run on runtime.testing, with pytest from the dev group, pinned as tested.
+    assert pyproject["dependency-groups"] == {"dev": ["pytest>=8.3,<10"]}
+    pytest_options = pyproject["tool"]["pytest"]["ini_options"]
+    assert pytest_options == {"testpaths": ["tests"], "pythonpath": ["."]}
+    assert "pytest==" in " ".join(project_pins.dev_tool_pins())
+    assert "$" not in (root / "tests" / "test_hello.py").read_text()
     assert (root / wheel).is_file()
     assert wheel.startswith("vendor/forge_for_python-")
     assert "vendor" not in (root / ".gitignore").read_text()
@@ -222,7 +231,8 @@ def test_new_project_layout(workspace: Workspace) -> None:
 def test_new_project_runs_this_runtime(workspace: Workspace) -> None:
     """`uv run` in a new project, outside this checkout, runs this checkout's runtime,
     installed from the wheel `forge new` put in vendor/: not whatever the registry
-    holds under a similar name, published or not."""
+    holds under a similar name, published or not. Its own tests pass on the first
+    `uv run pytest`, on the runtime's pytest plugin."""
     expected = package_hashes(REPO / "runtime")
     app = workspace.new("x")
     assert not app.root.resolve().is_relative_to(REPO)
@@ -233,6 +243,12 @@ def test_new_project_runs_this_runtime(workspace: Workspace) -> None:
     python = app.root / ".venv" / "bin" / "python"
     pip_list = uv(app.root, "pip", "list", "--format", "json", "--python", str(python), env=env)
     assert_runs_this_runtime(app.root, probe, expected, pip_list)
+
+    # uv() fails the test unless pytest exits 0: every test passed.
+    tested = uv(app.root, "run", "pytest", "-p", "no:cacheprovider", env=env)
+    assert re.search(r"=+ 4 passed\b", tested.strip().splitlines()[-1]), tested
+    # Each test's database was a copy of the session's template, removed after it.
+    assert not (app.root / "app.db").exists()
 
 
 def test_runtime_wheel_is_this_package() -> None:
@@ -268,7 +284,9 @@ def test_runtime_wheel_is_this_package() -> None:
     assert f"Name: {DISTRIBUTION}\n" in metadata
     assert f"Version: {runtime.__version__}\n" in metadata
     assert "Requires-Dist: litestar" in metadata
-    assert "forge = runtime._cli:main" in contents[f"{dist_info}/entry_points.txt"].decode()
+    entry_points = contents[f"{dist_info}/entry_points.txt"].decode()
+    assert "forge = runtime._cli:main" in entry_points
+    assert "[pytest11]\nforge = runtime.testing" in entry_points  # the fixtures, in projects
     wheel_file = contents[f"{dist_info}/WHEEL"].decode()
     assert "Root-Is-Purelib: true" in wheel_file and "Tag: py3-none-any" in wheel_file
     record = {}
@@ -283,6 +301,17 @@ def test_runtime_wheel_is_this_package() -> None:
         raw = hashlib.sha256(contents[path]).digest()
         assert digest == "sha256=" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode(), path
         assert int(size) == len(contents[path]), path
+
+
+def test_project_test_tools_are_pinned_as_tested() -> None:
+    """pins-dev.txt (written by .ci/pin): pytest, and what it needs that the runtime does
+    not, at the versions this repository's CI pins."""
+    repository = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]
+    pinned = {pin.split(";")[0].strip() for pin in repository["constraint-dependencies"]}
+    tools = project_pins.dev_tool_pins()
+    assert [pin for pin in tools if pin.startswith("pytest==")], tools
+    assert {pin.split(";")[0].strip() for pin in tools} <= pinned
+    assert not set(tools) & set(project_pins.tested_pins())
 
 
 OLD_PYPROJECT = """\
@@ -317,7 +346,7 @@ def test_vendor_runtime_updates_a_project(workspace: Workspace) -> None:
         "ruff": {"line-length": 100},
         "uv": {
             "sources": {DISTRIBUTION: {"path": wheel}},
-            "constraint-dependencies": project_pins.tested_pins(),
+            "constraint-dependencies": project_pins.constraints(),
         },
     }
     assert (root / wheel).read_bytes() == build_wheel()[1]
@@ -527,6 +556,7 @@ def test_generated_code_is_lint_clean(tmp_path: Path) -> None:
     root, _ = create_project("linted", tmp_path)
     for kind in GENERATORS:
         create_handler(kind, f"my-{kind}", root / "handlers", "/api")
+    create_workflow("my-workflow", root / "handlers", root / "tests", "/api")
     create_auth(root / "handlers", root / "migrations", root / "forge.toml", "/api", None)
     rules = "E,F,W,I,B,UP,SIM,RUF"
     for command in (

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
-from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,7 +14,8 @@ from .._db import session_engine
 from .._db.faults import is_unavailable
 from .._db.times import as_utc
 from .._errors import ForgeError, first_line
-from .._jobs.queue import DEAD, QUEUED, RUNNING, STATES, jobs, notify
+from .._jobs import control, reading
+from .._jobs.queue import STATES
 from .._node.boot import prepare
 from .common import check_database, config_option, reports_errors, with_database
 
@@ -42,38 +42,20 @@ def jobs_list(config_file: str | None, failures: int) -> None:
     if recent:
         click.echo("")
         click.echo("recent failures:")
-        for job_id, name, status, attempt, error, when in recent:
+        for job in recent:
             click.echo(
-                f"  #{job_id} {name} {status} after attempt {attempt} ({_when(when)}): "
-                f"{(error or '').splitlines()[0] if error else '-'}"
+                f"  #{job.id} {job.name} {job.status} after attempt {job.attempt} "
+                f"({_when(job.when)}): {job.error.splitlines()[0] if job.error else '-'}"
             )
 
 
 async def _overview(
     engine: AsyncEngine, limit: int
-) -> tuple[dict[tuple[str, str], int], list[tuple]]:
+) -> tuple[dict[tuple[str, str], int], list[reading.FailedJob]]:
     try:
         async with engine.connect() as connection:
-            rows = await connection.execute(
-                select(jobs.c.queue, jobs.c.status, func.count()).group_by(
-                    jobs.c.queue, jobs.c.status
-                )
-            )
-            counts = {(queue, status): count for queue, status, count in rows}
-            recent = await connection.execute(
-                select(
-                    jobs.c.id,
-                    jobs.c.name,
-                    jobs.c.status,
-                    jobs.c.attempt,
-                    jobs.c.error,
-                    func.coalesce(jobs.c.finished_at, jobs.c.run_at),
-                )
-                .where(jobs.c.error.is_not(None), jobs.c.status.in_([DEAD, QUEUED]))
-                .order_by(jobs.c.id.desc())
-                .limit(limit)
-            )
-            return counts, [tuple(row) for row in recent]
+            counts = await reading.counts(connection)
+            return counts, await reading.recent_failures(connection, limit)
     except SQLAlchemyError as exc:
         if is_unavailable(exc):
             raise  # with_database names the database; migrating would not help
@@ -122,32 +104,7 @@ async def _retry(engine: AsyncEngine, job_id: int | None) -> int:
     try:
         # IMMEDIATE on SQLite: it reads, then writes, while a node may be writing.
         async with session_engine(engine).begin() as connection:
-            if job_id is not None:
-                status = await connection.scalar(select(jobs.c.status).where(jobs.c.id == job_id))
-                if status is None:
-                    raise ForgeError(f"no job {job_id}", hint="forge jobs:list shows the jobs")
-                if status not in {DEAD, QUEUED}:
-                    raise ForgeError(f"job {job_id} is {status}: only dead or queued jobs requeue")
-                where = jobs.c.id == job_id
-            else:
-                where = jobs.c.status == DEAD
-            result = await connection.execute(
-                update(jobs)
-                .where(where, jobs.c.status != RUNNING)
-                .values(
-                    status=QUEUED,
-                    attempt=0,
-                    node_id=None,
-                    run_at=datetime.now(UTC),
-                    finished_at=None,
-                )
-                .returning(jobs.c.queue)
-            )
-            requeued = list(result.scalars())
-            if connection.dialect.name == "postgresql":
-                for queue in set(requeued):
-                    await notify(connection, queue)
-            return len(requeued)
+            return await control.requeue(connection, job_id)
     except SQLAlchemyError as exc:
         if is_unavailable(exc):
             raise  # with_database names the database; migrating would not help

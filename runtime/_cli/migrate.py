@@ -11,6 +11,7 @@ import click
 from .. import _config as config
 from .._config import Settings
 from .._db.chains import Applied, MigrationError
+from .._db.destructive import HINT
 from .._db.migrate import Migrator
 from .._db.revisions import new_revision_file
 from .._observe.log import configure_logging
@@ -48,42 +49,83 @@ def _guard(settings: Settings, force: bool, refusal: str, question: str) -> None
 
 @click.command("migrate")
 @config_option
+@click.option(
+    "--contract",
+    is_flag=True,
+    help="Then run the contract parts that no registered node of older code holds back.",
+)
+@click.option(
+    "--force", is_flag=True, help="With --contract: run them even while such nodes are there."
+)
 @reports_errors
-def migrate(config_file: str | None) -> None:
-    """Apply pending migrations under the cluster-wide lock."""
+def migrate(config_file: str | None, contract: bool, force: bool) -> None:
+    """Apply pending migrations under the cluster-wide lock.
+
+    Applies the expand part of revisions in two phases; their contract parts run
+    on a node's boot or heartbeat once no node of older code is left, or with
+    --contract.
+    """
+    if force and not contract:
+        raise click.UsageError("--force goes with --contract: forge migrate --contract --force")
     settings = _load(config_file)
     migrator = Migrator(settings, on_applied=_echo_applied)
-    report = asyncio.run(migrator.upgrade())
+    contracts = "force" if force else "when_clear" if contract else "skip"
+    report = asyncio.run(migrator.upgrade(contracts=contracts))
     for changed in report.changed:
         _warn(migrator.changed_warning(changed))
+    for finding in report.destructive:
+        _warn(finding.describe(migrator.shown))
+    if report.destructive:
+        _warn(HINT)
     head = migrator.head()
     if report.up_to_date:
         click.echo(f"up to date: nothing to apply (app at {head or 'base'})")
     else:
-        click.echo(f"migrated: {len(report.applied)} revision(s) applied (app at {head or 'base'})")
+        ran = f", {len(report.contracted)} contract part(s) run" if report.contracted else ""
+        click.echo(
+            f"migrated: {len(report.applied)} revision(s) applied{ran} (app at {head or 'base'})"
+        )
+    if report.contract_error:
+        raise MigrationError(report.contract_error)
+    for held in report.held:
+        click.echo(f"contract pending: {held}")
+    if report.held and contract:
+        raise MigrationError(
+            f"{len(report.held)} contract part(s) held back by nodes of older code",
+            hint="they run by themselves once those nodes deregister or are reaped; "
+            "--force runs them now, and those nodes fail on what they remove",
+        )
+    if report.held:
+        click.echo("they run once no node of older code is left (or: forge migrate --contract)")
 
 
 @click.command("migrate:status")
 @config_option
 @reports_errors
 def migrate_status(config_file: str | None) -> None:
-    """List every revision, applied or pending; warn about changed or empty ones."""
+    """List every revision, applied or pending; warn about changed or empty ones.
+
+    A revision in two phases is expanded until its contract part runs, then
+    contracted; each contract pending is listed with the nodes that hold it back.
+    """
     settings = _load(config_file)
     migrator = Migrator(settings)
     status = asyncio.run(migrator.status())
     rows = status.rows
     width = max([len(row.revision) for row in rows] + [8])
-    click.echo(f"{'chain':8} {'revision':{width}} {'kind':6} {'state':8} description")
+    click.echo(f"{'chain':8} {'revision':{width}} {'kind':6} {'state':10} description")
     for row in rows:
-        state = "applied" if row.applied else "pending"
         marks = ("  [changed]" if row.changed else "") + ("  [empty]" if row.empty else "")
         head = "  [head]" if row.is_head else ""
         click.echo(
-            f"{row.chain:8} {row.revision:{width}} {row.kind:6} {state:8} "
+            f"{row.chain:8} {row.revision:{width}} {row.kind:6} {row.state:10} "
             f"{row.description}{marks}{head}"
         )
     pending = sum(not row.applied for row in rows)
-    click.echo(f"{len(rows)} revision(s), {pending} pending")
+    contracts = f", {len(status.contracts)} contract(s) pending" if status.contracts else ""
+    click.echo(f"{len(rows)} revision(s), {pending} pending{contracts}")
+    for waiting in status.contracts:
+        click.echo(f"contract pending: {waiting}")
     for chain, revisions in status.unknown.items():
         for revision in revisions:
             _warn(f"the database is at {chain} revision {revision}, which this code does not know")
@@ -116,14 +158,19 @@ def migrate_rollback(config_file: str | None, steps: int, force: bool) -> None:
 @click.command("migrate:fresh")
 @config_option
 @click.option("--force", is_flag=True, help="Allow it in production and skip the confirmation.")
+@click.option("--seed", is_flag=True, help="Then run the seeds (forge db:seed).")
 @reports_errors
-def migrate_fresh(config_file: str | None, force: bool) -> None:
+def migrate_fresh(config_file: str | None, force: bool, seed: bool) -> None:
     """Drop every table and apply all migrations from scratch."""
     settings = _load(config_file)
     _guard(settings, force, "drop every table", "This drops every table in the database. Continue?")
     migrator = Migrator(settings, on_applied=_echo_applied)
     report = asyncio.run(migrator.fresh())
     click.echo(f"fresh: dropped every table, applied {len(report.applied)} revision(s)")
+    if seed:
+        from .seed import seed as run_seeds
+
+        run_seeds(settings)
 
 
 @click.command("migrate:accept")

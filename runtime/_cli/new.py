@@ -1,4 +1,4 @@
-"""``forge new``: a new project, or a handler, cron task or job in this one."""
+"""``forge new``: a new project, or a handler, cron task, job, workflow or model in this one."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ _HELP_NEXT = {
     "cron": "forge schedule:list shows it; forge schedule:run --task {task} runs it now",
     "job": "POST {url} enqueues it; forge jobs:list shows the jobs",
 }
+_OWN_ARGUMENTS = ("model", "workflow")
+"""Generators of their own (`forge new model NAME FIELD...`), beside `GENERATORS`."""
 
 
 @click.command("new")
 @click.argument("first", metavar="NAME")
-@click.argument("second", metavar="[NAME]", required=False)
+@click.argument("rest", metavar="[NAME [FIELD...]]", nargs=-1)
 @click.option(
     "--frontend", is_flag=True, help="Add a SvelteKit app in frontend/ (Svelte 5, adapter-static)."
 )
@@ -44,7 +46,7 @@ _HELP_NEXT = {
 @reports_errors
 def new(
     first: str,
-    second: str | None,
+    rest: tuple[str, ...],
     frontend: bool,
     cookies: bool,
     directory: Path | None,
@@ -57,11 +59,17 @@ def new(
     forge new handler NAME        handlers/NAME.py: a route at /api/NAME
     forge new cron NAME           handlers/NAME.py: a @cron task
     forge new job NAME            handlers/NAME.py: a @job and a route that enqueues it
+    forge new workflow NAME       handlers/NAME.py: a @workflow of two @steps and the
+                                  routes that start and show it; tests/test_NAME.py
+    forge new model NAME FIELD... a model (FIELD: title:str, due:date? ...), its
+                                  table's revision, CRUD routes and their tests;
+                                  types: str text int float bool datetime date json
     forge new auth [--cookies]    in a project: a users table, and the routes to
                                   register, log in, refresh and log out
     """
     from .._scaffold import GENERATORS
 
+    second = rest[0] if rest else None
     in_project = config_file is not None or Path("forge.toml").is_file()
     if second is None and first == "auth" and in_project:
         if frontend or directory is not None:
@@ -70,18 +78,29 @@ def new(
         return
     if cookies:
         raise click.UsageError("--cookies is for forge new auth, in a project")
+    if second is None and in_project and first in (*GENERATORS, *_OWN_ARGUMENTS):
+        fields = " FIELD..." if first == "model" else ""
+        raise click.UsageError(f"forge new {first} needs a NAME: forge new {first} NAME{fields}")
     if second is None:
         _new_project(first, directory or Path.cwd(), frontend)
         return
-    if first not in GENERATORS:
+    if first not in (*GENERATORS, *_OWN_ARGUMENTS):
         raise click.UsageError(
             f"{first!r} is not a generator: use forge new NAME for a project, or "
-            f"forge new {{{'|'.join(GENERATORS)}}} NAME"
+            f"forge new {{{'|'.join((*GENERATORS, *_OWN_ARGUMENTS))}}} NAME"
         )
     if frontend:
         raise click.UsageError("--frontend is for a new project, not a generator")
     if directory is not None:
         raise click.UsageError("--directory is for a new project; use --config for a generator")
+    if first == "model":
+        _new_model(second, list(rest[1:]), config_file)
+        return
+    if len(rest) > 1:
+        raise click.UsageError(f"forge new {first} takes one NAME, not {' '.join(rest)!r}")
+    if first == "workflow":
+        _new_workflow(second, config_file)
+        return
     _new_handler(first, second, config_file)
 
 
@@ -152,6 +171,40 @@ def _new_handler(kind: str, name: str, config_file: str | None) -> None:
     click.echo(
         "next: " + _HELP_NEXT[kind].format(method=method, url=generated.url, task=generated.task)
     )
+
+
+def _new_workflow(name: str, config_file: str | None) -> None:
+    from .. import _config as config
+    from .._scaffold import create_workflow
+
+    settings = config.load(config_file)
+    done = create_workflow(
+        name,
+        settings.path(settings.handlers.path),
+        settings.root / "tests",
+        settings.handlers.prefix,
+    )
+    click.echo(f"wrote {_shown(done.path)}")
+    click.echo(f"wrote {_shown(done.test)}")
+    click.echo(
+        f"next: POST {done.url}?subject=... starts a run, GET {done.url}/RUN_ID shows it; "
+        f"uv run pytest {_shown(done.test)}"
+    )
+
+
+def _new_model(name: str, fields: list[str], config_file: str | None) -> None:
+    from .. import _config as config
+    from .._scaffold import create_model
+
+    settings = config.load(config_file)
+    done = create_model(settings, name, fields)
+    for path in done.written:
+        click.echo(f"wrote {_shown(path)}")
+    click.echo("next:")
+    click.echo("  forge migrate   # makes its table (forge run does it too)")
+    one = f"{done.url}/{{{done.names.singular}_id}}"
+    click.echo(f"  GET and POST {done.url}; GET, PUT and DELETE {one}")
+    click.echo(f"  uv run pytest {_shown(done.written[-1])}")
 
 
 def _shown(path: Path) -> str:

@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import click
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,7 +19,9 @@ from .._config import Settings
 from .._db.faults import is_unavailable
 from .._errors import ForgeError, describe
 from .._node.boot import prepare
+from .._node.contracts import with_code_version
 from .._project.declarations import CronTask
+from .._tasks.cron_history import recent_runs
 from .._tasks.crons import Scheduler, abandon_runs_of, cron_runs
 from .._tasks.runner import TaskRunner
 from .common import check_database, config_option, reports_errors, with_database
@@ -59,20 +61,8 @@ def schedule_list(config_file: str | None) -> None:
 async def _last_runs(engine: AsyncEngine, names: list[str]) -> dict[str, tuple[datetime, str]]:
     try:
         async with engine.connect() as connection:
-            latest = (
-                select(cron_runs.c.cron_name, func.max(cron_runs.c.scheduled_time).label("tick"))
-                .where(cron_runs.c.cron_name.in_(names))
-                .group_by(cron_runs.c.cron_name)
-                .subquery()
-            )
-            rows = await connection.execute(
-                select(cron_runs.c.cron_name, cron_runs.c.scheduled_time, cron_runs.c.status).join(
-                    latest,
-                    (cron_runs.c.cron_name == latest.c.cron_name)
-                    & (cron_runs.c.scheduled_time == latest.c.tick),
-                )
-            )
-            return {name: (tick, status) for name, tick, status in rows}
+            latest = await recent_runs(connection, names, per_task=1)
+            return {name: (runs[0].scheduled_time, runs[0].status) for name, runs in latest.items()}
     except SQLAlchemyError as exc:
         if is_unavailable(exc):
             raise  # not "never ran": with_database says the database is down
@@ -128,7 +118,9 @@ async def _run_due(
     # Registered as a node while it runs, so that if it dies mid-run its peers
     # (or the next schedule:run) reap it and abandon its runs, as for any node:
     # a 'running' row left behind would block an overlap=False task for good.
-    info = NodeInfo.describe(settings)
+    # With its code's revision heads: a contract that waits for older code to
+    # leave must not take this process for an old node.
+    info = with_code_version(settings, NodeInfo.describe(settings))
     registry = Registry(engine, info, settings.cluster.dead_after)
     runner = TaskRunner(settings, engine)
     scheduler = Scheduler(tasks, engine, info.id, runner.run)

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -18,8 +17,8 @@ from .._db.faults import is_unavailable
 from .._db.times import as_utc
 from .._errors import ForgeError, first_line
 from .._workflows import control
-from .._workflows.reading import WorkflowRun, WorkflowStep, get_run
-from .._workflows.tables import ENDED, STATES, WAITING, runs, steps
+from .._workflows.reading import WorkflowRun, WorkflowStep, get_run, list_runs
+from .._workflows.tables import ENDED, STATES, WAITING
 from .common import config_option, reports_errors, with_database
 from .jobs import database_hint
 
@@ -38,23 +37,7 @@ def workflows_list(config_file: str | None, status: str | None, limit: int) -> N
     """Workflow runs, newest first: id, workflow and version, status, steps recorded, age."""
     settings = config.load(config_file)
 
-    async def read(connection: AsyncConnection) -> list[Any]:
-        recorded = (
-            select(func.count())
-            .where(steps.c.run_id == runs.c.id)
-            .correlate(runs)
-            .scalar_subquery()
-            .label("recorded")
-        )
-        query = select(
-            runs.c.id, runs.c.name, runs.c.version, runs.c.status, recorded, runs.c.created_at
-        )
-        if status is not None:
-            query = query.where(runs.c.status == status)
-        rows = await connection.execute(query.order_by(runs.c.created_at.desc()).limit(limit))
-        return list(rows)
-
-    rows = _on(settings, read)
+    rows = _on(settings, lambda connection: list_runs(connection, status=status, limit=limit))
     if not rows:
         click.echo("no workflow runs" + (f" {status}" if status else ""))
         return

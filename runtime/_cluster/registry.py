@@ -26,7 +26,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._config import Settings
 from .._db.times import utcnow
@@ -47,6 +47,9 @@ nodes = Table(
     Column("last_heartbeat", DateTime(timezone=True), nullable=False),
     Column("leads", Text, nullable=False, server_default=""),
     Column("subscribers", Integer, nullable=False, server_default="0"),
+    # The revision heads its code ships with: a contract waits for older code to leave.
+    Column("app_head", String(64), nullable=True),
+    Column("runtime_head", String(64), nullable=True),
 )
 
 
@@ -61,6 +64,9 @@ class NodeInfo:
     port: int
     version: str
     started_at: datetime
+    app_head: str | None = None
+    """The head of the app's revisions this node's code ships with (None: it has none)."""
+    runtime_head: str | None = None
 
     @classmethod
     def describe(cls, settings: Settings) -> NodeInfo:
@@ -98,6 +104,8 @@ class NodeRow:
     last_heartbeat: datetime
     leads: str = ""
     subscribers: int = 0
+    app_head: str | None = None
+    runtime_head: str | None = None
 
 
 class Registry:
@@ -133,6 +141,8 @@ class Registry:
                         last_heartbeat=utcnow(),
                         leads=led,
                         subscribers=subscribers,
+                        app_head=self.node.app_head,
+                        runtime_head=self.node.runtime_head,
                     )
                 )
                 return False
@@ -156,5 +166,10 @@ class Registry:
 
 async def list_nodes(engine: AsyncEngine) -> list[NodeRow]:
     async with engine.connect() as connection:
-        rows = await connection.execute(select(nodes).order_by(nodes.c.started_at))
-        return [NodeRow(**row._mapping) for row in rows]
+        return await read_nodes(connection)
+
+
+async def read_nodes(connection: AsyncConnection) -> list[NodeRow]:
+    """Every registered node, the oldest first (``forge nodes``, the dashboard)."""
+    rows = await connection.execute(select(nodes).order_by(nodes.c.started_at))
+    return [NodeRow(**row._mapping) for row in rows]

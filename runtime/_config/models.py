@@ -27,6 +27,7 @@ from .services import (
     RateLimitSection,
     RealtimeSection,
     SchedulerSection,
+    WorkflowsSection,
 )
 from .sources import Layer, LayerSource
 from .units import DatabaseUrl, Duration, PathSetting, Size
@@ -50,6 +51,9 @@ class ServerSection(Section):
     request on a kept-alive connection) before it is disconnected."""
     api_docs: bool | None = None
     """Serve the OpenAPI schema and Swagger UI at ``/_api/docs``; unset: on unless production."""
+    dashboard: bool | None = None
+    """Serve the dashboard at ``/_api/dashboard``; unset: on, but in production only once
+    `internal_allow` or `internal_token` restricts it (its buttons change the queue)."""
     internal_allow: list[str] = []
     """Addresses or networks (CIDR) whose clients may read ``/_api/metrics`` and ``/_api/docs``."""
     internal_token: str | None = Field(None, repr=False)
@@ -149,6 +153,9 @@ class MigrationsSection(Section):
     path: PathSetting = "migrations"
     allow_newer_schema: bool = False
     """Start even if the database is at a revision this code does not know."""
+    allow_destructive: bool = False
+    """In production, apply a plain revision that breaks the code still running (drops,
+    renames, retypes, NOT NULL without a default) instead of refusing it."""
 
 
 class FrontendSection(Section):
@@ -261,6 +268,7 @@ class Settings(BaseSettings):
     cluster: ClusterSection = ClusterSection()
     scheduler: SchedulerSection = SchedulerSection()
     jobs: JobsSection = JobsSection()
+    workflows: WorkflowsSection = WorkflowsSection()
     cache: CacheSection = CacheSection()
     rate_limit: RateLimitSection = RateLimitSection()
     auth: AuthSection = AuthSection()

@@ -1,5 +1,5 @@
-"""The sections of what the runtime runs for an app: crons, jobs, the cache, rate limits,
-auth, realtime."""
+"""The sections of what the runtime runs for an app: crons, jobs, workflows, the cache,
+rate limits, auth, realtime."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from .units import Duration
 class SchedulerSection(Section):
     enabled: bool = True
     """Run cron tasks on this node (any number of nodes may; each tick runs once)."""
+    retention: Duration = Field(7 * 86400.0, gt=0)
+    """How long finished cron runs are kept before they are pruned (each task's latest stays)."""
 
 
 class JobsSection(Section):
@@ -41,6 +43,12 @@ class JobsSection(Section):
                     return json.loads(value)
             return [entry for entry in value.replace(",", " ").split() if entry]
         return value
+
+
+class WorkflowsSection(Section):
+    retention: Duration = Field(30 * 86400.0, gt=0)
+    """How long finished workflow runs (succeeded, failed, cancelled) are kept, with their
+    step records and signals, before they are pruned."""
 
 
 CACHE_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys", "memory")

@@ -7,6 +7,7 @@ The runtime's own tables (``runtime/_db/schema``, version table
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from .checksums import Changed
 from .revision_text import RevisionFileError
 
 if TYPE_CHECKING:
+    from .phases import PendingContract
     from .revisions import Revisions
 
 RUNTIME_SCHEMA = Path(__file__).with_name("schema")
@@ -62,11 +64,33 @@ class Applied:
     steps: int = 1
 
     def __str__(self) -> str:
-        verb = "applied" if self.direction == "up" else "rolled back"
+        verb = {"up": "applied", "down": "rolled back", "contract": "contracted"}[self.direction]
         # Progress only where there is a run to follow.
         place = f" [{self.step}/{self.steps}]" if self.steps > 1 else ""
         line = f"{verb} {self.chain} {self.revision}{place} in {self.seconds * 1000:.0f} ms"
         return line + (f"  ({self.description})" if self.description else "")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One statement of a revision's expand part that breaks older running code."""
+
+    path: Path
+    line: int
+    statement: str
+    """Its first line, shortened."""
+    what: str
+    split: bool
+    """In the expand part of a revision that has a contract part."""
+
+    def describe(self, shown: Callable[[Path], str]) -> str:
+        where = "its expand part " if self.split else ""
+        move = (
+            "; move it to the contract part"
+            if self.split
+            else "; nodes still running the previous code fail on it"
+        )
+        return f"{shown(self.path)}:{self.line}: {where}{self.what}: {self.statement!r}{move}"
 
 
 @dataclass
@@ -77,10 +101,19 @@ class Report:
     skipped_newer: list[str] = field(default_factory=list)
     changed: list[Changed] = field(default_factory=list)
     """Applied revisions whose files changed since (outside production, a warning)."""
+    contracted: list[Applied] = field(default_factory=list)
+    """Contract parts run (`runtime._db.contract`)."""
+    held: list[PendingContract] = field(default_factory=list)
+    """Contract parts still to run: held back by nodes of older code, or not asked for."""
+    contract_error: str | None = None
+    """Why a contract part failed (rolled back; it is tried again at the next check)."""
+    destructive: list[Finding] = field(default_factory=list)
+    """What the revisions applied do that breaks running older code (outside production,
+    or allowed there: a warning)."""
 
     @property
     def up_to_date(self) -> bool:
-        return not self.applied
+        return not self.applied and not self.contracted
 
 
 @dataclass(frozen=True)
@@ -95,6 +128,19 @@ class RevisionStatus:
     """Applied, and its file changed since."""
     empty: str | None = None
     """Pending and would apply nothing: why (see `empty_upgrade`)."""
+    split: bool = False
+    """It has a contract part, run after the expand part once no older node is left."""
+    contracted: bool = False
+    """Its contract part has run."""
+
+    @property
+    def state(self) -> str:
+        """pending, applied; for a split revision expanded (contract pending), contracted."""
+        if not self.applied:
+            return "pending"
+        if not self.split:
+            return "applied"
+        return "contracted" if self.contracted else "expanded"
 
 
 @dataclass
@@ -104,6 +150,8 @@ class SchemaStatus:
     rows: list[RevisionStatus]
     unknown: dict[str, list[str]]
     changed: list[Changed]
+    contracts: list[PendingContract] = field(default_factory=list)
+    """Contract parts applied revisions still have to run, with the nodes holding them back."""
 
 
 def chains(settings: Settings) -> tuple[Chain, Chain]:

@@ -10,7 +10,12 @@ Before applying anything, the app's applied revisions are checked against the
 checksums recorded when they were applied (`checksums`): a changed file is a
 warning, and in production a refusal. A pending revision that would apply
 nothing (an untouched ``migrate:new`` template) is refused, so that the SQL
-written into it later is not skipped.
+written into it later is not skipped. One that breaks the code still running
+(`destructive`) is a warning, and in production a refusal unless
+``[migrations].allow_destructive``; not on a fresh database, where no older
+code runs.
+
+After the expand parts, the contract parts that are due run (`contract`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
@@ -31,7 +36,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .._config import Settings
 from .._errors import ForgeError
-from . import checksums
+from . import checksums, contract, contract_records, destructive
+from .accept import accept
 from .autogenerate import autogenerate
 from .chains import (
     RUNTIME_SCHEMA,
@@ -60,6 +66,9 @@ from .revisions import RevisionFileError, empty_upgrade
 
 log = logging.getLogger("forge.migrate")
 
+Contracts = Literal["skip", "when_clear", "force"]
+"""Which due contract parts a run runs: none, those no node of older code holds back, all."""
+
 
 class Migrator:
     """Runs the migration commands for one app, each under the migration lock."""
@@ -69,16 +78,19 @@ class Migrator:
         self.runtime, self.app = chains(settings)
         self.on_applied = on_applied or (lambda applied: None)
 
-    async def upgrade(self) -> Report:
-        """Apply every pending revision: the runtime's, then the app's.
+    async def upgrade(self, *, contracts: Contracts = "when_clear") -> Report:
+        """Apply every pending revision: the runtime's, then the app's; then the
+        `contracts` due.
 
         Applied revisions whose files changed are listed in the report; in
         production they stop the run (`ChangedRevisionsError`) before anything is applied.
         """
         async with locked(self.settings) as connection:
-            return await self.upgrade_locked(connection)
+            return await self.upgrade_locked(connection, contracts=contracts)
 
-    async def upgrade_locked(self, connection: AsyncConnection) -> Report:
+    async def upgrade_locked(
+        self, connection: AsyncConnection, *, contracts: Contracts = "when_clear"
+    ) -> Report:
         """`upgrade` on a connection that holds the migration lock already."""
         report = Report()
         report.changed = await connection.run_sync(changed_revisions, self.app)
@@ -87,6 +99,14 @@ class Migrator:
         for chain in (self.runtime, self.app):
             await connection.run_sync(self._upgrade, chain, report)
         await connection.run_sync(self._baseline)
+        await connection.run_sync(self._contract, report, contracts)
+        return report
+
+    async def contract_locked(self, connection: AsyncConnection) -> Report:
+        """Only the contract parts no node of older code holds back (a node's periodic
+        check), on a connection that holds the migration lock already."""
+        report = Report()
+        await connection.run_sync(self._contract, report, "when_clear")
         return report
 
     async def accept(self, revisions: list[str] | None) -> list[tuple[str, Path, bool]]:
@@ -95,7 +115,7 @@ class Migrator:
         Each accepted revision with its file and whether it had changed.
         """
         async with locked(self.settings) as connection:
-            return await connection.run_sync(self._accept, revisions)
+            return await connection.run_sync(accept, self.app, revisions, self.shown)
 
     async def rollback(self, steps: int = 1) -> Report:
         """Undo the app's last `steps` revisions."""
@@ -111,6 +131,7 @@ class Migrator:
             await connection.run_sync(drop_everything)
             for chain in (self.runtime, self.app):
                 await connection.run_sync(self._upgrade, chain, report)
+            await connection.run_sync(self._contract, report, "when_clear")
         return report
 
     async def status(self) -> SchemaStatus:
@@ -121,7 +142,11 @@ class Migrator:
 
     def read_status(self, connection: Connection) -> SchemaStatus:
         """Read-only: `forge check` runs it without the lock."""
-        return read_status(connection, self.runtime, self.app)
+        status = read_status(connection, self.runtime, self.app)
+        for chain in (self.runtime, self.app):
+            if chain.directory.is_dir():
+                status.contracts += contract.pending(connection, chain, chain_scripts(chain))
+        return status
 
     def shown(self, path: Path | str) -> str:
         """A revision file as the user knows it: relative to the project where it can be."""
@@ -197,6 +222,9 @@ class Migrator:
                         hint="nothing was applied; a revision meant to do nothing can say "
                         "so with a statement such as SELECT 1",
                     )
+            if chain is self.app and revision:  # on a fresh database no older code runs
+                paths = [Path(step.revision.path) for step in planned]
+                report.destructive += destructive.guard(self.settings, paths, self.shown)
             return planned
 
         self._run(connection, chain, scripts, steps, report, "up")
@@ -213,12 +241,16 @@ class Migrator:
             )
         if not current_heads(connection, chain):
             raise MigrationError("nothing to roll back: no app revision is applied")
+        contracted = contract_records.contracted(connection, chain.name)
+        commit(connection)
 
         def steps(revision: Any, _context: Any) -> Any:
             try:
-                return scripts._downgrade_revs(target, revision)
+                planned = scripts._downgrade_revs(target, revision)
             except CommandError as exc:
                 raise MigrationError(f"cannot roll back {target[1:]} revision(s): {exc}") from None
+            contract.refuse_rollback(contracted, [step.revision.revision for step in planned])
+            return planned
 
         self._run(connection, chain, scripts, steps, report, "down")
 
@@ -290,6 +322,37 @@ class Migrator:
                     hint="fix the revision; the database stays at the last revision that completed",
                 ) from exc
 
+    def _contract(self, connection: Connection, report: Report, contracts: Contracts) -> None:
+        """Run the contract parts due, oldest first; list the others in ``report.held``.
+
+        A failure is told in ``report.contract_error``, not raised: the expand parts
+        are in place, and the code serves on them.
+        """
+        for chain in (self.runtime, self.app):
+            if not chain.directory.is_dir():
+                continue
+            scripts = chain_scripts(chain)
+            if contracts == "skip":
+                report.held.extend(contract.pending(connection, chain, scripts))
+                continue
+            try:
+                contract.run(
+                    connection,
+                    chain,
+                    scripts,
+                    report,
+                    force=contracts == "force",
+                    on_applied=self.on_applied,
+                    explain=contract.explainer(
+                        chain.name, self.shown, lambda text: scrub(self.settings, text)
+                    ),
+                )
+            except ForgeError as exc:
+                if connection.in_transaction():
+                    connection.rollback()
+                report.contract_error = str(exc)
+                return
+
     def _baseline(self, connection: Connection) -> None:
         """Record the checksums of applied app revisions that have none yet (applied
         before checksums were recorded): from now on, a change to them is noticed."""
@@ -312,56 +375,6 @@ class Migrator:
                     checksums.record(
                         connection, chain.name, script.revision, Path(script.path), applied=False
                     )
-
-    def _accept(
-        self, connection: Connection, wanted: list[str] | None
-    ) -> list[tuple[str, Path, bool]]:
-        chain = self.app
-        if not chain.directory.is_dir():
-            raise MigrationError(f"nothing to accept: {chain.directory} does not exist")
-        if not checksums.exists(connection):
-            commit(connection)
-            raise MigrationError(
-                "nothing to accept: no checksums are recorded in this database yet",
-                hint="run forge migrate, which records them",
-            )
-        scripts = chain_scripts(chain)
-        applied = applied_revisions(connection, chain, scripts)
-        changed = {item.revision for item in changed_revisions(connection, self.app)}
-        if wanted is None:
-            targets = [
-                script
-                for script in reversed(list(scripts.walk_revisions()))
-                if script.revision in changed
-            ]
-        else:
-            targets = []
-            for name in wanted:
-                # The warnings name files: take a file name or path as well as an id.
-                revision = Path(name).stem if name.endswith((".sql", ".py")) else name
-                try:
-                    script = scripts.get_revision(revision)
-                except CommandError:
-                    script = None
-                if script is None:
-                    raise MigrationError(
-                        f"no app revision {name!r} in {self.shown(chain.directory)}"
-                    )
-                if script.revision not in applied:
-                    raise MigrationError(
-                        f"{script.revision} is not applied: there is nothing to accept",
-                        hint="forge migrate applies it as the file is now",
-                    )
-                targets.append(script)
-        commit(connection)
-        with connection.begin():
-            for script in targets:
-                checksums.record(
-                    connection, chain.name, script.revision, Path(script.path), applied=False
-                )
-        return [
-            (script.revision, Path(script.path), script.revision in changed) for script in targets
-        ]
 
     def _refusal(self, changed: list[Changed]) -> ChangedRevisionsError:
         files = ", ".join(self.shown(item.path) for item in changed)

@@ -14,7 +14,8 @@ from .._config.secrets import secret_values
 from .._errors import first_line, line_in
 from .._redact import REDACTED, redact_url
 from .faults import driver_message
-from .revisions import StatementFailed, statement_summary
+from .revisions import StatementFailed
+from .sql_statements import statement_summary
 
 _URL = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"]+")
 _SQL_PASSWORD = re.compile(r"(PASSWORD\s+)'[^']*'", re.IGNORECASE)
@@ -22,21 +23,27 @@ _DRIVER_CLASS = re.compile(r"^<class '[\w.]+'>:\s*")
 
 
 def failure(
-    chain: str, script: Script | None, exc: BaseException, shown: Callable[[str], str]
+    chain: str,
+    script: Script | None,
+    exc: BaseException,
+    shown: Callable[[str], str],
+    *,
+    phase: str = "migration",
 ) -> str:
-    """``<chain> migration <file>:<line> failed [in <statement>]: <Type>: <reason>``."""
+    """``<chain> <phase> <file>:<line> failed [in <statement>]: <Type>: <reason>``; the
+    phase is ``migration``, or ``contract`` for a revision's contract part."""
     if script is None:
-        return f"{chain} migration failed: {error(exc)}"
+        return f"{chain} {phase} failed: {error(exc)}"
     where = shown(script.path)
     if isinstance(exc, StatementFailed):
         line = f":{exc.line}" if exc.line else ""
         cause = exc.__cause__ or exc
         return (
-            f"{chain} migration {where}{line} failed in "
+            f"{chain} {phase} {where}{line} failed in "
             f"{statement_summary(exc.statement)!r}: {error(cause)}"
         )
     line = line_in(exc, Path(script.path))
-    return f"{chain} migration {where}{f':{line}' if line else ''} failed: {error(exc)}"
+    return f"{chain} {phase} {where}{f':{line}' if line else ''} failed: {error(exc)}"
 
 
 def error(exc: BaseException) -> str:

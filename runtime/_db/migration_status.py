@@ -13,7 +13,7 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
-from . import checksums
+from . import checksums, contract_records
 from .chains import Chain, RevisionStatus, SchemaStatus, chain_scripts
 from .checksums import Changed
 from .revisions import empty_upgrade
@@ -31,6 +31,8 @@ def read_status(connection: Connection, runtime: Chain, app: Chain) -> SchemaSta
         scripts = chain_scripts(chain)
         unknown[chain.name] = unknown_heads(connection, chain, scripts)
         applied = applied_revisions(connection, chain, scripts)
+        contracted = contract_records.contracted(connection, chain.name)
+        commit(connection)
         code_heads = set(scripts.get_heads())
         for script in reversed(list(scripts.walk_revisions())):
             is_applied = script.revision in applied
@@ -44,6 +46,8 @@ def read_status(connection: Connection, runtime: Chain, app: Chain) -> SchemaSta
                     is_head=script.revision in code_heads,
                     changed=(chain.name, script.revision) in changed_ids,
                     empty=None if is_applied else empty_upgrade(script),
+                    split=contract_records.has_contract(script),
+                    contracted=script.revision in contracted,
                 )
             )
     return SchemaStatus(rows, unknown, changed)

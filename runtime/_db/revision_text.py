@@ -3,7 +3,8 @@ sections, and the chain's head, all without importing a revision or Alembic.
 
 `revisions` turns the files into Alembic's revisions to run them; a node that
 boots against a database already at the head only needs to know the head
-(`code_head`), which reading the files tells for a fraction of Alembic's cost.
+(`code_head`), which reading the files tells for a fraction of Alembic's cost,
+and which revisions have a contract part (``-- @contract``, ``def contract()``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from .._errors import ForgeError
 
@@ -24,7 +26,10 @@ class RevisionFileError(ForgeError):
 MAX_REVISION_LENGTH = 32
 """Alembic's version table stores ids in a VARCHAR(32)."""
 
-SECTION = re.compile(r"^\s*--\s*@(up|down)\s*$", re.IGNORECASE | re.MULTILINE)
+# Blanks within the line only: across lines they would move the marker's line number.
+SECTION = re.compile(
+    r"^[ \t]*--[ \t]*@(up|expand|contract|down)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE
+)
 HEADER = re.compile(r"^\s*--\s*(revision|down_revision)\s*:\s*(\S+)\s*$", re.IGNORECASE)
 NO_REVISION = frozenset({"none", "None", "base"})
 """What ``-- down_revision:`` may say for "this is the first revision"."""
@@ -67,6 +72,17 @@ def sections(text: str, path: Path) -> dict[str, tuple[str, int]]:
     return found
 
 
+def upgrade_section(parts: dict[str, tuple[str, int]], path: Path) -> tuple[str, int] | None:
+    """A SQL revision's ``-- @up`` section, or its ``-- @expand`` (the same, by another name);
+    None when it has neither."""
+    if "up" in parts and "expand" in parts:
+        raise RevisionFileError(
+            f"{path}: both '-- @up' and '-- @expand' sections",
+            hint="'-- @expand' is '-- @up' by another name: keep one of them",
+        )
+    return parts.get("expand", parts.get("up"))
+
+
 def description(text: str) -> str:
     """A SQL revision's first comment line that is neither a marker nor a header."""
     for line in text.splitlines():
@@ -86,20 +102,54 @@ Links = dict[str, tuple[str, ...]]
 """Revision id -> the ids it revises (its down revisions)."""
 
 
-def code_head(directory: Path) -> tuple[str | None, Links, dict[str, Path]] | None:
-    """The chain's one head (None for a chain without revisions), each revision's down
-    revisions, and each revision's file, as Alembic would read them.
+class CodeHead(NamedTuple):
+    """A chain as its files say: the head (None for a chain without revisions), each
+    revision's down revisions, each revision's file, and the revisions with a contract part."""
+
+    head: str | None
+    links: Links
+    files: dict[str, Path]
+    contracts: frozenset[str]
+
+
+_read: dict[Path, tuple[tuple[tuple[str, int, int, int], ...], CodeHead | None]] = {}
+"""The last reading of each folder, with its files' names, inodes, sizes and times then."""
+
+
+def code_head(directory: Path) -> CodeHead | None:
+    """The chain as Alembic would read it (`CodeHead`).
 
     None when the text alone cannot tell for sure: a file Alembic would refuse or
     read differently (ids that are not plain literals, branch labels,
     dependencies, a SQL file without ``-- @up``), a revision named twice or
     revising one that does not exist, several heads, or a revision outside the
     head's line. The caller then asks Alembic, which says what is wrong.
+
+    A node asks twice per boot (migrations, then its registration): the second
+    answer comes from the first while no file changed.
     """
+    paths = revision_files(directory)
+    try:
+        signature = tuple(
+            (path.name, (stat := path.stat()).st_ino, stat.st_size, stat.st_mtime_ns)
+            for path in paths
+        )
+    except OSError:
+        return None
+    cached = _read.get(directory)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    read = _read_chain(paths)
+    _read[directory] = (signature, read)
+    return read
+
+
+def _read_chain(paths: list[Path]) -> CodeHead | None:
     links: Links = {}
     files: dict[str, Path] = {}
+    contracts: set[str] = set()
     previous: str | None = None
-    for path in revision_files(directory):
+    for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
@@ -107,21 +157,23 @@ def code_head(directory: Path) -> tuple[str | None, Links, dict[str, Path]] | No
         read = _sql_links(text, path, previous) if path.suffix == ".sql" else _py_links(text)
         if read is None:
             return None
-        revision, down = read
+        revision, down, has_contract = read
         if revision in links:
             return None
         links[revision] = down
         files[revision] = path
+        if has_contract:
+            contracts.add(revision)
         previous = revision
     if not links:
-        return None, links, files
+        return CodeHead(None, links, files, frozenset())
     revised = {down for downs in links.values() for down in downs}
     if not revised <= links.keys():
         return None
     heads = [revision for revision in links if revision not in revised]
     if len(heads) != 1 or len(lineage(heads[0], links)) != len(links):
         return None
-    return heads[0], links, files
+    return CodeHead(heads[0], links, files, frozenset(contracts))
 
 
 def lineage(head: str, links: Links) -> set[str]:
@@ -136,9 +188,14 @@ def lineage(head: str, links: Links) -> set[str]:
     return seen
 
 
-def _sql_links(text: str, path: Path, previous: str | None) -> tuple[str, tuple[str, ...]] | None:
+Read = tuple[str, tuple[str, ...], bool]
+"""A revision's id, its down revisions, and whether it has a contract part."""
+
+
+def _sql_links(text: str, path: Path, previous: str | None) -> Read | None:
     try:
-        if "up" not in sections(text, path):
+        parts = sections(text, path)
+        if upgrade_section(parts, path) is None:
             return None  # Alembic's reading refuses it, saying why
     except RevisionFileError:
         return None
@@ -147,13 +204,14 @@ def _sql_links(text: str, path: Path, previous: str | None) -> tuple[str, tuple[
     if len(revision) > MAX_REVISION_LENGTH:
         return None
     down = headers.get("down_revision", previous)
-    return revision, () if down is None or down in NO_REVISION else (down,)
+    downs = () if down is None or down in NO_REVISION else (down,)
+    return revision, downs, "contract" in parts
 
 
 _PY_NAMES = {"revision", "down_revision", "branch_labels", "depends_on"}
 
 
-def _py_links(text: str) -> tuple[str, tuple[str, ...]] | None:
+def _py_links(text: str) -> Read | None:
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
@@ -178,12 +236,16 @@ def _py_links(text: str) -> tuple[str, tuple[str, ...]] | None:
     revision, down = values.get("revision"), values.get("down_revision")
     if not isinstance(revision, str) or values.get("branch_labels") or values.get("depends_on"):
         return None
+    has_contract = any(
+        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "contract"
+        for node in tree.body
+    )
     if down is None:
-        return revision, ()
+        return revision, (), has_contract
     if isinstance(down, str):
-        return revision, (down,)
+        return revision, (down,), has_contract
     if isinstance(down, tuple | list) and all(isinstance(item, str) for item in down):
-        return revision, tuple(down)
+        return revision, tuple(down), has_contract
     return None
 
 

@@ -13,6 +13,12 @@ in name order (``-- down_revision: <id>`` says otherwise). The runtime turns it
 into an Alembic revision, so both kinds share the lock, the version table and
 ``migrate:rollback``. One whose ``-- @up`` holds no statement yet (a fresh
 ``migrate:new --sql`` template) is refused when it is due (`empty_upgrade`).
+
+A revision in two phases says ``-- @expand`` for ``-- @up`` and adds a
+``-- @contract`` section (a Python revision: ``def contract()`` beside
+``upgrade()``, which may also be called ``expand()``): the expand part runs as
+any upgrade does, the contract part later, once no node runs older code
+(`runtime._db.contract`). Either way the module gets a ``contract`` function.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from .revision_text import (
     revision_files,
     sections,
     sql_headers,
+    upgrade_section,
 )
+from .sql_statements import does_something, sql_statements
 
 
 class StatementFailed(Exception):
@@ -70,6 +78,8 @@ class Revisions(ScriptDirectory):
                     raise RevisionFileError(
                         f"{path}: cannot import revision: {type(exc).__name__}: {exc}"
                     ) from None
+                if script is not None:
+                    _name_the_expand(script, path)
             if script is not None:
                 previous = script.revision
                 yield script
@@ -80,9 +90,12 @@ def sql_revision(scripts: ScriptDirectory, path: Path, previous: str | None) -> 
     text = path.read_text(encoding="utf-8")
     headers = sql_headers(text)
     parts = sections(text, path)
-    if "up" not in parts:
+    up = upgrade_section(parts, path)
+    if up is None:
         raise RevisionFileError(
-            f"{path}: no '-- @up' section", hint="put the upgrade SQL after a line '-- @up'"
+            f"{path}: no '-- @up' section",
+            hint="put the upgrade SQL after a line '-- @up' (or '-- @expand', with a "
+            "'-- @contract' section after it)",
         )
     revision = headers.get("revision", path.stem)
     if len(revision) > MAX_REVISION_LENGTH:
@@ -102,18 +115,33 @@ def sql_revision(scripts: ScriptDirectory, path: Path, previous: str | None) -> 
     module.down_revision = down  # type: ignore[attr-defined]
     module.branch_labels = None  # type: ignore[attr-defined]
     module.depends_on = None  # type: ignore[attr-defined]
-    module.upgrade = lambda: _execute(*parts["up"])  # type: ignore[attr-defined]
+    module.upgrade = lambda: _execute(*up)  # type: ignore[attr-defined]
     module.downgrade = (  # type: ignore[attr-defined]
         (lambda: _execute(*parts["down"])) if "down" in parts else _irreversible(path)
     )
+    if "contract" in parts:
+        module.contract = lambda: _execute(*parts["contract"])  # type: ignore[attr-defined]
     return Script(module, revision, str(path))
+
+
+def _name_the_expand(script: Script, path: Path) -> None:
+    """A Python revision may call its expand part ``expand()``: Alembic runs ``upgrade()``."""
+    module = script.module
+    expand, upgrade = getattr(module, "expand", None), getattr(module, "upgrade", None)
+    if callable(expand) and callable(upgrade):
+        raise RevisionFileError(
+            f"{path}: both upgrade() and expand()",
+            hint="expand() is upgrade() by another name: keep one of them",
+        )
+    if callable(expand):
+        module.upgrade = expand
 
 
 def _execute(sql: str, marker_line: int) -> None:
     # One statement at a time: drivers run one per call inside a transaction;
     # sqlparse keeps quoted strings, comments and $$-bodies intact.
     connection = op.get_bind()
-    for statement, line in _statements(sql, marker_line):
+    for statement, line in sql_statements(sql, marker_line):
         try:
             connection.exec_driver_sql(statement)
         except Exception as exc:
@@ -121,66 +149,47 @@ def _execute(sql: str, marker_line: int) -> None:
             raise StatementFailed(statement, line) from exc
 
 
-def _statements(sql: str, marker_line: int) -> Iterator[tuple[str, int | None]]:
-    """The section's statements that do something, each with the file line it starts on."""
-    cursor = 0
-    for statement in sqlparse.split(sql):
-        if not _does_something(statement):
-            continue
-        found = sql.find(statement, cursor)
-        line = None
-        if found != -1:
-            cursor = found + len(statement)
-            # The section starts on the marker's line; leading comments are not the statement.
-            skipped = len(statement) - len(_without_leading_comments(statement))
-            line = marker_line + sql.count("\n", 0, found + skipped)
-        yield statement, line
-
-
-def _does_something(statement: str) -> bool:
-    return bool(sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip())
-
-
-def _without_leading_comments(statement: str) -> str:
-    lines = statement.splitlines(keepends=True)
-    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
-        lines.pop(0)
-    return "".join(lines)
-
-
-def statement_summary(statement: str, limit: int = 100) -> str:
-    """The first line of a statement that is not a comment, shortened to `limit`."""
-    body = _without_leading_comments(statement).strip() or statement.strip()
-    first = body.splitlines()[0].strip() if body else ""
-    return first if len(first) <= limit else first[: limit - 3] + "..."
-
-
 def empty_upgrade(script: Script) -> str | None:
     """Why `script` would apply nothing (an untouched template), or None if it does something.
 
     A SQL revision whose ``-- @up`` holds only comments and blanks, or a Python
     revision whose ``upgrade()`` body is only ``pass``, ``...`` or a docstring.
-    A merge revision (several down revisions) is empty by design and passes.
+    A merge revision (several down revisions) is empty by design and passes, and
+    so does an empty expand part beside a contract part that does something.
     """
     path = Path(script.path)
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".sql":
-        up, _line = sections(text, path).get("up", ("", 0))
-        if any(_does_something(statement) for statement in sqlparse.split(up)):
-            return None
-        return "its '-- @up' section is empty: write the SQL under '-- @up', then migrate again"
+        parts = sections(text, path)
+        name = "expand" if "expand" in parts else "up"
+        for part in (parts.get(name), parts.get("contract")):
+            if part is not None and any(map(does_something, sqlparse.split(part[0]))):
+                return None
+        return (
+            f"its '-- @{name}' section is empty: write the SQL under '-- @{name}', "
+            "then migrate again"
+        )
     if isinstance(script.down_revision, tuple | list):
         return None
     try:
         tree = ast.parse(text, str(path))
     except SyntaxError:
         return None  # the import already reported it
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "upgrade":
-            if all(_is_placeholder(statement) for statement in node.body):
-                return "its upgrade() is empty: write the upgrade in it, then migrate again"
-            return None
-    return None
+    functions = {
+        node.name: node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name in {"upgrade", "expand", "contract"}
+    }
+    name = "expand" if "expand" in functions else "upgrade"
+    if name not in functions:
+        return None
+    if any(
+        not all(_is_placeholder(statement) for statement in functions[part].body)
+        for part in (name, "contract")
+        if part in functions
+    ):
+        return None
+    return f"its {name}() is empty: write the upgrade in it, then migrate again"
 
 
 def _is_placeholder(statement: ast.stmt) -> bool:

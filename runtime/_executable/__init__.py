@@ -19,6 +19,7 @@ from pathlib import Path
 from ..__version__ import DISTRIBUTION
 from .._config import Settings
 from .._config.bundle import BUNDLE_DIR
+from .._dashboard import STATIC as DASHBOARD_STATIC
 from .._db.chains import RUNTIME_SCHEMA
 from .._errors import ForgeError
 from .._frontend import has_frontend
@@ -84,6 +85,8 @@ def build_executable(
         "--add-data", f"{staging}{os.pathsep}{BUNDLE_DIR}",
         # Alembic reads revision files from disk, so they travel as files.
         "--add-data", f"{RUNTIME_SCHEMA}{os.pathsep}runtime/_db/schema",
+        # So do the dashboard's stylesheet and script.
+        "--add-data", f"{DASHBOARD_STATIC}{os.pathsep}runtime/_dashboard/static",
         "--copy-metadata", DISTRIBUTION,
         *_each("--collect-submodules", COLLECT),
         *_each("--hidden-import", hidden),

@@ -22,6 +22,7 @@ from .. import _config as config
 from .._cache import Cache, CacheUnavailable, namespace_for, open_backend
 from .._cache.limiter import Limiter
 from .._context import Env, provide_context
+from .._dashboard import Dashboard
 from .._db import create_engine, session_engine
 from .._errors import HandlerError
 from .._frontend import Frontend, has_frontend
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from .._config import Settings
+    from .._project.declarations import CronTask
     from .._realtime import Hub
 
 
@@ -63,8 +65,11 @@ def create_app(
     mounts: Sequence[Mount],
     *,
     status: SharedStatus | LocalStatus | None = None,
+    crons: Sequence[CronTask] = (),
 ) -> Gateway:
     """The ASGI app that serves `mounts` under ``[handlers].prefix`` (or their module's ``PREFIX``).
+
+    `crons`: the app's cron tasks, whose schedules the dashboard shows.
 
     Raises `HandlerError`, naming the handler's file and line where Litestar's
     complaint is about one handler, when Litestar refuses to assemble the app.
@@ -99,6 +104,7 @@ def create_app(
         app.state[LIMITER_KEY] = Limiter(backend, namespace, cache.outages)
         response_store.bind(backend, cache.outages)
         hub = app.state[HUB_KEY] = start_hub(settings, engine) if streams else None
+        dashboard.start(engine, hub, gateway)
         status = gateway.probes.status  # the worker's, set since assembly (`app_for_worker`)
         if isinstance(status, SharedStatus):
             loop = asyncio.get_running_loop()
@@ -107,6 +113,7 @@ def create_app(
                 _drain,
                 gateway,
                 hub,
+                dashboard,
                 settings.shutdown.drain_timeout,
                 functools.partial(report_cut, status.path),
             )
@@ -121,6 +128,7 @@ def create_app(
             await engine.dispose()
 
     authentication = Authentication(settings) if settings.auth.enabled else None
+    dashboard = Dashboard(settings, crons)
     targets = [mount.target for mount in mounts]
     streams = has_streams(targets)
     inject_context(targets)
@@ -134,9 +142,12 @@ def create_app(
     try:
         litestar = Litestar(
             route_handlers=[
-                Router(path=prefix or "/", route_handlers=targets)
-                for prefix, targets in by_prefix.items()
-                if targets
+                *(
+                    Router(path=prefix or "/", route_handlers=targets)
+                    for prefix, targets in by_prefix.items()
+                    if targets
+                ),
+                dashboard.router(),
             ],
             dependencies={"ctx": Provide(provide_context)},
             # Only when [auth] names a key: an app without auth pays nothing per request.
@@ -221,7 +232,8 @@ def app_for_worker(
     status = SharedStatus(Path(status_file)) if status_file else None
     if prepared is None:
         settings = config.load(config_file, overrides=overrides)
-        gateway = create_app(settings, discover_app(settings).mounts, status=status)
+        found = discover_app(settings)
+        gateway = create_app(settings, found.mounts, status=status, crons=found.crons)
     else:
         settings, gateway = prepared
         gateway.enter_worker(status)
@@ -230,11 +242,14 @@ def app_for_worker(
     return gateway
 
 
-def _drain(gateway: Gateway, hub: Hub | None, timeout: float, on_cut: Any) -> None:
+def _drain(
+    gateway: Gateway, hub: Hub | None, dashboard: Dashboard, timeout: float, on_cut: Any
+) -> None:
     """The worker's handler of `DRAIN_SIGNAL`: refuse new requests, end the streams."""
     gateway.begin_drain(timeout, on_cut)
     if hub is not None:
         hub.close_all()
+    dashboard.close_all()
 
 
 def _nothing() -> None:

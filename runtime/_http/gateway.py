@@ -58,7 +58,8 @@ class Gateway:
         self.probes = probes
         self.frontend = frontend
         self.internal = internal
-        """The rule for /_api/metrics and /_api/docs; None when they are open (the default)."""
+        """The rule for /_api/metrics, /_api/docs and /_api/dashboard; None when they are open
+        (the default)."""
         # Paths that belong to the handlers and the runtime, never to the frontend.
         prefixes = ("/_api", *(p for p in api_prefixes if p))
         self._api_paths = frozenset(prefixes)
@@ -103,6 +104,8 @@ class Gateway:
                 return
             else:
                 target = self._target(scope, path)
+                if self.internal is not None:  # the dashboard opened with ?token=: a cookie
+                    target = self.internal.with_cookie(scope, target)
         else:
             target = self._target(scope, path)
 

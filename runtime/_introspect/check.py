@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import _config as config
 from .._config import Settings
+from .._db.chains import SchemaStatus
 from .._errors import ConfigError, ForgeError, HandlerError
 from .._http.api_docs import API_DOCS_PATH, api_docs_enabled
 from .._project import discovery
@@ -23,6 +24,7 @@ from .._project.declarations import CronTask, DaemonTask, JobTask
 from .._project.mounts import check_conflicts, collect_mounts
 from .._project.workflows import WorkflowTask
 from . import common
+from .check_migrations import check_revision_safety
 from .check_tasks import Check, check_tasks
 from .routes import handler_routes
 
@@ -67,7 +69,10 @@ def _checks(run: CheckRun) -> Iterator[Check]:
     yield from check_tasks(settings, found)
     revisions = yield from _check_revisions(settings)
     if revisions is not None:
-        yield _check_database(settings, revisions)
+        database, status = _check_database(settings, revisions)
+        yield database
+        if status is not None:
+            yield from check_revision_safety(settings, status)
     yield _check_frontend(settings)
 
 
@@ -194,7 +199,10 @@ def _check_revisions(settings: Settings) -> Generator[Check, None, list[Revision
     return None if broken else everything
 
 
-def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
+def _check_database(
+    settings: Settings, revisions: list[Revision]
+) -> tuple[Check, SchemaStatus | None]:
+    """The database's line, and the schema's status when the database answered."""
     target = settings.database_target
     url = target.url
     shown = target.shown
@@ -207,7 +215,7 @@ def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
             f"database not created yet ({common.shown(Path(url.database), settings.root)}): "
             f"{len(revisions)} pending",
             ("forge migrate (or forge run) creates it and applies them",),
-        )
+        ), None
     started = time.monotonic()
     try:
         status = asyncio.run(_status(settings, url))
@@ -217,10 +225,15 @@ def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
             "database",
             f"cannot connect to the database {shown}: no answer within {DB_TIMEOUT:g}s",
             ("hint: check [database].url (or DATABASE_URL), and that the database is up",),
-        )
+        ), None
     except ForgeError as exc:
-        return Check("FAIL", "database", exc.message, (f"hint: {exc.hint}",) if exc.hint else ())
+        hint = (f"hint: {exc.hint}",) if exc.hint else ()
+        return Check("FAIL", "database", exc.message, hint), None
     millis = (time.monotonic() - started) * 1000
+    return _schema(settings, status, f"{shown} answered in {millis:.0f} ms"), status
+
+
+def _schema(settings: Settings, status: SchemaStatus, reachable: str) -> Check:
     rows = status.rows
     problems: list[str] = []
     tolerated: list[str] = []
@@ -234,7 +247,6 @@ def _check_database(settings: Settings, revisions: list[Revision]) -> Check:
         for row in rows
         if not row.applied
     ]
-    reachable = f"{shown} answered in {millis:.0f} ms"
     if problems:
         return Check(
             "FAIL",

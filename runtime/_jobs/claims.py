@@ -48,13 +48,28 @@ Success = tuple[int, int, str | None]
 """A job that succeeded without a session of its own: its id, attempt and result (JSON)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Only:
+    """Claim only the jobs named `names`, or with `inverted` only the others.
+
+    For work run on demand (`runtime.testing` runs jobs and workflow turns
+    apart); a node claims every job of its queues.
+    """
+
+    names: tuple[str, ...]
+    inverted: bool = False
+
+
 class Claims:
     """Claims and successes for one node, on the database of `engine`."""
 
-    def __init__(self, engine: AsyncEngine, node_id: str, queues: list[str]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, node_id: str, queues: list[str], only: Only | None = None
+    ) -> None:
         self.engine = engine
         self.node_id = node_id
         self.queues = list(queues)
+        self.only = only
 
     async def exchange(
         self, done: list[Success], limit: int, now: datetime
@@ -67,11 +82,11 @@ class Claims:
         raise NotImplementedError
 
 
-class PostgresClaims(Claims):
+def _postgres_exchange(only: str = "") -> str:
     # One statement, so one round trip and one commit, for both halves of a
     # turn. They touch different rows (this node's running ones, and queued
     # ones), so sharing a snapshot changes nothing for either.
-    EXCHANGE = f"""
+    return f"""
         WITH done AS (
             UPDATE forge_jobs AS job
             SET status = '{SUCCEEDED}', finished_at = $2, error = NULL, result = done.result
@@ -87,7 +102,7 @@ class PostgresClaims(Claims):
                 SELECT due.id FROM unnest($3::text[]) AS wanted(queue)
                 CROSS JOIN LATERAL (
                     SELECT id, priority, run_at FROM forge_jobs
-                    WHERE queue = wanted.queue AND status = '{QUEUED}' AND run_at <= $2
+                    WHERE queue = wanted.queue AND status = '{QUEUED}' AND run_at <= $2 {only}
                     ORDER BY priority DESC, run_at, id
                     LIMIT $4
                     FOR UPDATE SKIP LOCKED
@@ -103,16 +118,24 @@ class PostgresClaims(Claims):
         SELECT id, NULL, NULL, NULL, NULL, NULL, NULL FROM done
     """
 
+
+class PostgresClaims(Claims):
+    EXCHANGE = _postgres_exchange()
+    EXCHANGE_ONLY = _postgres_exchange("AND (name = ANY($8::text[])) <> $9")
+
     async def exchange(
         self, done: list[Success], limit: int, now: datetime
     ) -> tuple[list[Claimed], set[int]]:
         ids = [job_id for job_id, _, _ in done]
         attempts = [attempt for _, attempt, _ in done]
         results = [result for _, _, result in done]
+        arguments = [self.node_id, now, self.queues, limit, ids, attempts, results]
+        statement = self.EXCHANGE
+        if self.only is not None:
+            statement = self.EXCHANGE_ONLY
+            arguments += [list(self.only.names), self.only.inverted]
         async with driver_connection(self.engine.sync_engine) as connection:
-            rows = await connection.fetch(
-                self.EXCHANGE, self.node_id, now, self.queues, limit, ids, attempts, results
-            )
+            rows = await connection.fetch(statement, *arguments)
         recorded = {row[0] for row in rows if row[1] is None}
         # RETURNING keeps no order: the batch starts in the claim's order.
         claimed = sorted((row for row in rows if row[1] is not None), key=_claim_order)
@@ -144,6 +167,9 @@ class SqliteClaims(Claims):
                     .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
                     .limit(limit)
                 )
+                if self.only is not None:
+                    named = jobs.c.name.in_(self.only.names)
+                    due = due.where(~named if self.only.inverted else named)
                 result = await connection.execute(
                     update(jobs)
                     .where(jobs.c.id.in_(due.scalar_subquery()))
@@ -187,8 +213,10 @@ _CLAIMED: tuple[Any, ...] = (
 )
 
 
-def claims_for(engine: AsyncEngine, node_id: str, queues: list[str]) -> Claims:
+def claims_for(
+    engine: AsyncEngine, node_id: str, queues: list[str], only: Only | None = None
+) -> Claims:
     """The claims of `node_id` on `engine`'s database."""
     if engine.dialect.name == "postgresql":
-        return PostgresClaims(engine, node_id, queues)
-    return SqliteClaims(engine, node_id, queues)
+        return PostgresClaims(engine, node_id, queues, only)
+    return SqliteClaims(engine, node_id, queues, only)

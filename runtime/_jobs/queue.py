@@ -25,25 +25,22 @@ from typing import Any
 from sqlalchemy import (
     Column,
     DateTime,
-    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     bindparam,
-    delete,
     insert,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from .._cluster.registry import nodes
 from .._db.times import utcnow
+from .._db.upsert import insert_for
 from .._project.declarations import JobError, JobTask
 
 CHANNEL = "forge_jobs"
@@ -72,15 +69,9 @@ jobs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
-    Index(
-        "ix_forge_jobs_claim",
-        "queue",
-        text("priority DESC"),
-        "run_at",
-        "id",
-        postgresql_where=text("status = 'queued'"),
-        sqlite_where=text("status = 'queued'"),
-    ),
+    # The claim's partial index, ix_forge_jobs_claim, is made by revision 0003
+    # and not declared here: its postgresql_where would load PostgreSQL's
+    # dialect into every app on SQLite at boot, and nothing here creates tables.
 )
 
 
@@ -113,7 +104,7 @@ async def enqueue(
     values = _row(task, kwargs, delay, utcnow())
     values["idempotency_key"] = idempotency_key
     dialect = dialect_of(session)
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = insert_for(dialect)
     statement = insert(jobs).values(**values)
     if idempotency_key is not None:
         statement = statement.on_conflict_do_nothing(index_elements=["idempotency_key"])
@@ -234,24 +225,6 @@ async def requeue_orphans(connection: AsyncConnection) -> list[int]:
     return [row.id for row in rows]
 
 
-async def prune(connection: AsyncConnection, older_than: datetime, batch: int) -> int:
-    """Delete up to `batch` succeeded or dead jobs that finished before `older_than`.
-
-    Small batches, so that a prune never holds many row locks or one long
-    transaction beside the claims; the caller repeats while a batch comes back full.
-    """
-    finished = (
-        select(jobs.c.id)
-        .where(jobs.c.status.in_((SUCCEEDED, DEAD)), jobs.c.finished_at < older_than)
-        .order_by(jobs.c.finished_at)
-        .limit(batch)
-    )
-    if connection.dialect.name == "postgresql":
-        finished = finished.with_for_update(skip_locked=True)
-    result = await connection.execute(delete(jobs).where(jobs.c.id.in_(finished.scalar_subquery())))
-    return int(result.rowcount or 0)
-
-
 __all__ = [
     "JobInfo",
     "Requeue",
@@ -259,6 +232,5 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "jobs",
-    "prune",
     "requeue_orphans",
 ]

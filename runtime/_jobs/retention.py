@@ -1,44 +1,44 @@
 """Pruning finished jobs: succeeded and dead rows are kept for ``[jobs].retention``.
 
-Every node tries at each heartbeat; on PostgreSQL a transaction-level advisory
-lock lets one node at a time prune, and the others skip the turn. Rows go in
-small batches (`prune`), each its own short transaction, oldest first through
-the ``ix_forge_jobs_finished`` index, so that claims never wait behind a long
-delete, and a turn ends after its time budget even with a large backlog.
+Queued and running jobs are never pruned. The batches go oldest first through
+the ``ix_forge_jobs_finished`` index; `runtime._db.pruning` runs them.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
+from datetime import datetime
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, bindparam, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .._db.locks import MIGRATION_LOCK_KEY
-from .._db.times import utcnow
-from .queue import prune
-
-PRUNE_LOCK_KEY = MIGRATION_LOCK_KEY + 1
-"""One past the migration lock's key: held for one batch at a time."""
-
-BATCH = 1000
+from .._db.pruning import Prunable, Rows
+from .queue import DEAD, SUCCEEDED, jobs
 
 
-async def prune_finished(engine: AsyncEngine, retention: float, budget: float) -> int:
-    """Delete finished jobs older than `retention` seconds, for up to `budget` seconds; how many."""
-    older_than = utcnow() - timedelta(seconds=retention)
-    deadline = time.monotonic() + budget
-    pruned = 0
-    while True:
-        async with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                mine = await connection.scalar(
-                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": PRUNE_LOCK_KEY}
-                )
-                if not mine:  # another node is pruning
-                    return pruned
-            deleted = await prune(connection, older_than, BATCH)
-        pruned += deleted
-        if deleted < BATCH or time.monotonic() >= deadline:
-            return pruned
+def _finished(older_than: datetime) -> list[ColumnElement[bool]]:
+    # The statuses as literals, as the partial index spells them: with parameters
+    # instead, SQLite cannot tell that the index covers the query, and reads the
+    # whole table for every batch (as may a generic plan on PostgreSQL).
+    statuses = bindparam("finished", [SUCCEEDED, DEAD], expanding=True, literal_execute=True)
+    return [jobs.c.status.in_(statuses), jobs.c.finished_at < older_than]
+
+
+async def _delete_batch(connection: AsyncConnection, older_than: datetime, batch: int) -> Rows:
+    oldest = (
+        select(jobs.c.id).where(*_finished(older_than)).order_by(jobs.c.finished_at).limit(batch)
+    )
+    if connection.dialect.name == "postgresql":
+        oldest = oldest.with_for_update(skip_locked=True)
+    result = await connection.execute(delete(jobs).where(jobs.c.id.in_(oldest.scalar_subquery())))
+    return {jobs.name: int(result.rowcount or 0)}
+
+
+async def _count(connection: AsyncConnection, older_than: datetime) -> Rows:
+    old = await connection.scalar(
+        select(func.count()).select_from(jobs).where(*_finished(older_than))
+    )
+    return {jobs.name: int(old or 0)}
+
+
+FINISHED_JOBS = Prunable(jobs.name, "finished job(s)", _delete_batch, _count)
+"""Succeeded and dead jobs."""

@@ -31,7 +31,7 @@ def assemble(settings: Settings) -> tuple[Discovery, Gateway]:
     configure_logging(settings)
     found = discover_app(settings)
     try:
-        gateway = create_app(settings, found.mounts)
+        gateway = create_app(settings, found.mounts, crons=found.crons)
     except ImproperlyConfiguredException as exc:
         raise HandlerError(f"cannot assemble the app: {exc}") from None
     return found, gateway

@@ -8,8 +8,9 @@ written, so that they do not act on this repository or its packaging.
 
 A project also gets the running runtime as a wheel in ``vendor/``, which its
 pyproject.toml takes ``forge-for-python`` from (see `wheel` for why).
-Handler modules come from `generators`; `vendor` updates the runtime of a
-project that exists (``forge vendor``).
+Handler modules come from `generators`, a model with its routes, revision and
+tests from `model`; `vendor` updates the runtime of a project that exists
+(``forge vendor``).
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from .generators import (
     GENERATORS,
     Generated,
     GeneratedAuth,
+    GeneratedWorkflow,
     create_auth,
     create_handler,
+    create_workflow,
     identifier,
 )
+from .model import GeneratedModel, create_model
 from .vendor import Vendored, vendor_runtime
 
 __all__ = [
@@ -37,12 +41,16 @@ __all__ = [
     "TEMPLATES",
     "Generated",
     "GeneratedAuth",
+    "GeneratedModel",
+    "GeneratedWorkflow",
     "ScaffoldError",
     "Vendored",
     "check_project_name",
     "create_auth",
     "create_handler",
+    "create_model",
     "create_project",
+    "create_workflow",
     "forge_toml",
     "identifier",
     "vendor_runtime",

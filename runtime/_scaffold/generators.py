@@ -1,5 +1,5 @@
-"""``forge new handler|cron|job NAME``: one handler module from a template in
-``templates/generators/``.
+"""``forge new handler|cron|job|workflow NAME``: one handler module from a template in
+``templates/generators/`` (a workflow's with its test), and ``forge new auth``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .common import TEMPLATES, ScaffoldError
+from .fields import MAX_NAME
 
 GENERATORS = ("handler", "cron", "job")
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # Names the generator templates import: a function named like one of them
 # would replace it in the module, and Litestar resolves annotations late.
-_TAKEN = {"Ctx", "get", "post", "FromQuery", "cron", "job", "runtime", "litestar"}
+_TAKEN = {
+    *("Ctx", "get", "post", "FromQuery", "cron", "job", "runtime", "litestar"),
+    *("Any", "FromPath", "NotFoundException", "step", "workflow"),
+}
 
 
 @dataclass(frozen=True)
@@ -153,3 +157,45 @@ def create_handler(kind: str, name: str, handlers_dir: Path, prefix: str) -> Gen
     with target.open("x", encoding="utf-8") as file:
         file.write(text)
     return Generated(path=target, kind=kind, url=url, task=task)
+
+
+@dataclass(frozen=True)
+class GeneratedWorkflow:
+    """What `create_workflow` wrote: the handler module and its test."""
+
+    path: Path
+    test: Path
+    url: str
+    """``/api/<name>``: POST starts a run, GET ``/api/<name>/{run_id}`` shows it."""
+
+
+def create_workflow(
+    name: str, handlers_dir: Path, tests_dir: Path, prefix: str
+) -> GeneratedWorkflow:
+    """Write ``handlers/<name>.py`` (a ``@workflow`` of two ``@step``s, its routes) and
+    ``tests/test_<name>.py``; refuses to overwrite either."""
+    ident = identifier(name)
+    if len(name) > MAX_NAME:
+        raise ScaffoldError(
+            f"workflow name {name!r} is longer than {MAX_NAME} characters",
+            hint="choose a shorter name",
+        )
+    target = handlers_dir / f"{ident}.py"
+    test = tests_dir / f"test_{ident}.py"
+    for existing in (target, handlers_dir / ident, test):
+        if existing.exists():
+            raise ScaffoldError(
+                f"{existing.parent.name}/{existing.name} already exists",
+                hint="choose another name, or edit that file",
+            )
+    url = f"{prefix.rstrip('/')}/{name}"
+    values = {"ident": ident, "path": name, "url": url}
+    texts = {}
+    for path, template in ((target, "workflow.py.tmpl"), (test, "workflow_test.py.tmpl")):
+        text = (TEMPLATES / "generators" / template).read_text(encoding="utf-8")
+        texts[path] = string.Template(text).substitute(values)
+    for path, text in texts.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x", encoding="utf-8") as file:
+            file.write(text)
+    return GeneratedWorkflow(path=target, test=test, url=url)

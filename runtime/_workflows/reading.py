@@ -1,13 +1,15 @@
-"""A run as its readers see it: ``ctx.get_workflow`` and ``forge workflows:show``."""
+"""Runs as their readers see them: ``ctx.get_workflow``, ``forge workflows:list`` and
+``:show``, and the dashboard."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .._db.times import as_utc, utcnow
 from .control import Executor
@@ -56,15 +58,70 @@ class WorkflowRun:
     steps: list[WorkflowStep]
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """A line of ``forge workflows:list``: a run without its records."""
+
+    id: str
+    name: str
+    version: int
+    status: str
+    recorded: int
+    """How many positions (steps, sleeps, waits, ...) it has recorded."""
+    created_at: datetime
+
+
+async def list_runs(
+    executor: Executor, *, status: str | None = None, limit: int = 50
+) -> list[RunSummary]:
+    """The newest `limit` runs (of `status`, if given), newest first."""
+    recorded = (
+        select(func.count())
+        .where(steps.c.run_id == runs.c.id)
+        .correlate(runs)
+        .scalar_subquery()
+        .label("recorded")
+    )
+    query = select(
+        runs.c.id, runs.c.name, runs.c.version, runs.c.status, recorded, runs.c.created_at
+    )
+    if status is not None:
+        query = query.where(runs.c.status == status)
+    rows = await executor.execute(query.order_by(runs.c.created_at.desc()).limit(limit))
+    return [RunSummary(**{**row._mapping, "created_at": as_utc(row.created_at)}) for row in rows]
+
+
+async def status_counts(executor: Executor) -> dict[str, int]:
+    """How many runs are in each status."""
+    rows = await executor.execute(select(runs.c.status, func.count()).group_by(runs.c.status))
+    return {status: count for status, count in rows}
+
+
 async def get_run(executor: Executor, run_id: str) -> WorkflowRun | None:
     """The run `run_id` with its steps in order; None if there is none."""
-    run = (await executor.execute(select(runs).where(runs.c.id == run_id))).first()
-    if run is None:
-        return None
-    rows = await executor.execute(
-        select(steps).where(steps.c.run_id == run_id).order_by(steps.c.position)
+    found = await get_runs(executor, [run_id])
+    return found[0] if found else None
+
+
+async def get_runs(executor: Executor, run_ids: Iterable[str]) -> list[WorkflowRun]:
+    """The runs of `run_ids` that exist, each with its steps, in two queries, newest first."""
+    wanted = list(run_ids)
+    if not wanted:
+        return []
+    found = await executor.execute(
+        select(runs).where(runs.c.id.in_(wanted)).order_by(runs.c.created_at.desc())
     )
+    rows = await executor.execute(
+        select(steps).where(steps.c.run_id.in_(wanted)).order_by(steps.c.position)
+    )
+    by_run: dict[str, list[Any]] = {}
+    for row in rows:
+        by_run.setdefault(row.run_id, []).append(row)
     now = utcnow()
+    return [_run_of(run, by_run.get(run.id, []), now) for run in found]
+
+
+def _run_of(run: Any, rows: list[Any], now: datetime) -> WorkflowRun:
     recorded = []
     for row in rows:
         wake_at = _moment(row.wake_at)
