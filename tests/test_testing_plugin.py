@@ -274,7 +274,8 @@ def run_pytest(project: Project, env: dict[str, str] | None = None) -> Outcome:
     """`pytest` in the project, with this checkout's runtime installed: as users run it."""
     report = project.root / "report.xml"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"],
+        # -rN: no short summary, which repeats each error (in full where CI is set).
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rN", f"--junitxml={report}"],
         cwd=project.root,
         env=project.environ(env),
         capture_output=True,
