@@ -82,6 +82,11 @@ async def _at_head_unlocked(settings: Settings, runtime: Chain, app: Chain) -> b
     try:
         async with dedicated(settings) as connection:
             current = await connection.run_sync(at_head, runtime, app)
+    except Exception:
+        # A transaction pooler can break the query itself (asyncpg's prepared
+        # statements): then its refusal, which says why, is the error to report.
+        await poolers
+        raise
     except BaseException:
         poolers.cancel()
         await asyncio.gather(poolers, return_exceptions=True)
