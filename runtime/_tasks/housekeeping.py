@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Column, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .._config import Settings
-from .._db.pruning import Prunable, Retained, Rows
+from .._db.pruning import CountOld, Prunable, Retained, Rows
 from .._db.times import utcnow
 from .._jobs.retention import FINISHED_JOBS
 from .._realtime import events
@@ -59,28 +59,33 @@ async def _delete_deliveries(connection: AsyncConnection, older_than: datetime, 
     return {deliveries.deliveries.name: int(pruned or 0)}
 
 
-async def _count_deliveries(connection: AsyncConnection, older_than: datetime) -> Rows:
-    table = deliveries.deliveries
-    old = await connection.scalar(
-        select(func.count()).select_from(table).where(table.c.received_at < older_than)
-    )
-    return {table.name: int(old or 0)}
-
-
 async def _delete_events(connection: AsyncConnection, older_than: datetime, _: int) -> Rows:
     pruned = await events.prune(connection, _seconds_since(older_than))
     return {events.events.name: int(pruned or 0)}
 
 
-async def _count_events(connection: AsyncConnection, older_than: datetime) -> Rows:
-    table = events.events
-    old = await connection.scalar(
-        select(func.count()).select_from(table).where(table.c.created_at < older_than)
-    )
-    return {table.name: int(old or 0)}
+def _counting_older(column: Column[datetime]) -> CountOld:
+    """A `CountOld` of the rows of `column`'s table whose `column` is before the cutoff."""
+    table = column.table
+
+    async def count(connection: AsyncConnection, older_than: datetime) -> Rows:
+        old = await connection.scalar(
+            select(func.count()).select_from(table).where(column < older_than)
+        )
+        return {table.name: int(old or 0)}
+
+    return count
 
 
 OLD_DELIVERIES = Prunable(
-    deliveries.deliveries.name, "webhook delivery id(s)", _delete_deliveries, _count_deliveries
+    deliveries.deliveries.name,
+    "webhook delivery id(s)",
+    _delete_deliveries,
+    _counting_older(deliveries.deliveries.c.received_at),
 )
-OLD_EVENTS = Prunable(events.events.name, "realtime event(s)", _delete_events, _count_events)
+OLD_EVENTS = Prunable(
+    events.events.name,
+    "realtime event(s)",
+    _delete_events,
+    _counting_older(events.events.c.created_at),
+)
