@@ -1097,3 +1097,48 @@ def test_unreachable_database_is_reported_without_a_traceback(project: Project) 
     assert "s3cret" not in output
     assert "ready on" not in output
     assert_no_traceback(output)
+
+
+@contextlib.contextmanager
+def writing_all_the_time(path: Path) -> Iterator[list[int]]:
+    """Another process's writes to the SQLite file, one commit after another, as serving
+    nodes make them; yields the count of commits so far."""
+    commits = [0]
+    stop = threading.Event()
+
+    def write() -> None:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=30)) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS busy (n INTEGER)")
+            while not stop.is_set():
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO busy (n) VALUES (?)", (commits[0],))
+                db.execute("COMMIT")
+                commits[0] += 1
+                time.sleep(0.0005)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        yield commits
+    finally:
+        stop.set()
+        writer.join(10)
+
+
+def test_revisions_apply_on_sqlite_while_others_write(project: Project) -> None:
+    """What runs under the migration lock takes SQLite's write lock from its first read:
+    a snapshot read first could not write once another connection had committed, and
+    SQLite would refuse at once, without waiting ("database is locked")."""
+    ok(project.forge("migrate"))
+    path = project.root / "app.db"
+    with writing_all_the_time(path) as commits:
+        project.write("migrations/0006_log.sql", LOG_SQL)
+        node = project.start()
+        node.wait_ready(timeout=60)
+        node.stop()
+        project.write("migrations/0007_log_py.py", LOG_PY)
+        ok(project.forge("migrate"))
+        ok(project.forge("migrate:rollback"))
+    assert commits[0] > 100
+    assert Database(path=path).log() == ["0006_log"]
+    assert_no_traceback(node.output())

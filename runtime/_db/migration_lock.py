@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._config import Settings
 from .._config.database import DatabaseTarget
-from .engine import create_engine
+from .engine import SQLITE_BEGIN, create_engine
 from .faults import unreachable
 from .locks import FileLock, PostgresLock
 from .pgbouncer import check_poolers
@@ -69,9 +69,22 @@ async def _holding(
             yield None
             return
         try:
+            if target.is_sqlite:
+                await _write_from_the_start(connection)
             yield connection
         finally:
             await lock.release()
+
+
+async def _write_from_the_start(connection: AsyncConnection) -> None:
+    # What runs under the lock reads, then writes, in one transaction. Begun
+    # deferred, its snapshot could not turn into a write once a serving node
+    # had committed meanwhile, and SQLite refuses that at once ("database is
+    # locked"), without its busy timeout. So each transaction takes the write
+    # lock as it begins, as handlers' do. Only reads ran before the lock.
+    if connection.in_transaction():
+        await connection.rollback()
+    await connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
 
 
 @asynccontextmanager
