@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,10 +32,43 @@ REQUIRE_ALL = os.environ.get("FORGE_REQUIRE_ALL") == "1"
 DEMO_FRONTEND = REPO / "frontend"
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return range(32768, 61000)
+    return range(int(low), int(high) + 1)
+
+
+EPHEMERAL_PORTS = _ephemeral_ports()
+LISTEN_PORTS = range(10000, EPHEMERAL_PORTS.start) if EPHEMERAL_PORTS.start > 12000 else None
+
+
 def free_port() -> int:
+    """A port free to listen on, outside the kernel's ephemeral range: a port the kernel
+    handed out could be taken by an outgoing connection (a client, HAProxy, a database
+    driver) before the node that is to listen on it starts."""
+    if LISTEN_PORTS is not None:
+        for _ in range(1000):
+            port = random.choice(LISTEN_PORTS)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+MAX_WORKERS = 4
+"""pytest-xdist's workers at most: each test starts nodes with pools of their own, and
+PostgreSQL's connections (100 by default) are shared by all of them."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 def skip_or_fail(reason: str) -> None:
@@ -261,6 +296,23 @@ def database(request: pytest.FixtureRequest) -> str:
 def demo_build() -> Path:
     """frontend/build, rebuilt with npm if it is missing or older than its sources."""
     build = DEMO_FRONTEND / "build"
+    with _exclusively(DEMO_FRONTEND):  # pytest-xdist's workers: one builds, the others wait
+        _build_demo_frontend(build)
+    assert (build / "index.html").is_file(), f"no index.html in {build}"
+    return build
+
+
+@contextlib.contextmanager
+def _exclusively(folder: Path) -> Iterator[None]:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _build_demo_frontend(build: Path) -> None:
     if needs_build(DEMO_FRONTEND, build):
         npm = shutil.which("npm")
         if npm is None:
@@ -278,8 +330,6 @@ def demo_build() -> Path:
             assert result.returncode == 0, (
                 f"{' '.join(command)} failed in {DEMO_FRONTEND}:\n{result.stdout}\n{result.stderr}"
             )
-    assert (build / "index.html").is_file(), f"no index.html in {build}"
-    return build
 
 
 REDIS_URL = os.environ.get("FORGE_TEST_REDIS", "redis://127.0.0.1:6379/0")

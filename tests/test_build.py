@@ -6,6 +6,7 @@ shared by the tests that run it.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -96,6 +97,7 @@ def start(exe: Path, folder: Path, env: dict[str, str], *args: str) -> Node:
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
     return Node(process=process, port=int(env["PORT"]), log_file=log_file)
 
@@ -105,9 +107,11 @@ def nodes() -> Iterator[list[Node]]:
     started: list[Node] = []
     yield started
     for node in started:
-        if node.process.poll() is None:
-            node.process.kill()
-            node.process.wait()
+        # The whole group: the executable's bootloader unpacks, then runs the app as its
+        # child, which a SIGKILL of the bootloader alone would leave running.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.process.pid, signal.SIGKILL)
+        node.process.wait()
 
 
 def run(exe: Path, folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
