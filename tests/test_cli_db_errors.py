@@ -30,6 +30,7 @@ COMMANDS = [
     ("jobs:list",),
     ("jobs:retry", "--dead"),
     ("jobs:retry", "1"),
+    ("jobs:discard", "--dead"),
     ("jobs:work", "--no-migrate"),
     ("jobs:work",),
     ("migrate",),

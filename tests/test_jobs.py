@@ -370,6 +370,21 @@ def test_retries_with_backoff_then_dead_and_timeout(project: Project, database: 
         10,
         "the requeued job to run again",
     )
+    wait_for(lambda: job_row(project, database, slow)["status"] == "dead", 10, "dead again", node)
+
+    # jobs:discard: only dead jobs go, for good.
+    kept = project.forge("jobs:discard", str(flaky))
+    assert kept.returncode == 1 and "is succeeded: only dead jobs are discarded" in kept.stderr
+    assert project.forge("jobs:discard", "999999").returncode == 1
+    assert project.forge("jobs:discard").returncode == 2
+    discarded = project.forge("jobs:discard", str(slow))
+    assert discarded.returncode == 0 and f"discarded job {slow}" in discarded.stdout
+    assert query(project, database, f"SELECT 1 FROM forge_jobs WHERE id = {slow}") == []
+    another = node.post("/api/enqueue/too_slow").json()["id"]
+    wait_for(lambda: job_row(project, database, another)["status"] == "dead", 10, "dead", node)
+    every = project.forge("jobs:discard", "--dead")
+    assert every.returncode == 0 and "discarded 1 dead job(s)" in every.stdout
+    assert query(project, database, "SELECT id, status FROM forge_jobs") == [(flaky, "succeeded")]
     assert node.stop() == 0
 
 

@@ -34,6 +34,7 @@ COMMANDS = {
     "schedule:work": "schedule:schedule_work",
     "jobs:list": "jobs:jobs_list",
     "jobs:retry": "jobs:jobs_retry",
+    "jobs:discard": "jobs:jobs_discard",
     "jobs:work": "jobs:jobs_work",
     "workflows:list": "workflows:workflows_list",
     "workflows:show": "workflows:workflows_show",

@@ -1,13 +1,14 @@
-"""``forge jobs:list``, ``jobs:retry`` and ``jobs:work``."""
+"""``forge jobs:list``, ``jobs:retry``, ``jobs:discard`` and ``jobs:work``."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .. import _config as config
 from .._db import session_engine
@@ -90,21 +91,46 @@ def jobs_retry(config_file: str | None, job_id: int | None, dead: bool) -> None:
     The job starts again with all its retries. Exit code 1 if there is no such
     job or it is running or has succeeded.
     """
+    _change_jobs(config_file, job_id, dead, control.requeue, "requeued")
+
+
+@click.command("jobs:discard")
+@config_option
+@click.argument("job_id", type=int, required=False)
+@click.option("--dead", is_flag=True, help="Delete every dead job.")
+@reports_errors
+def jobs_discard(config_file: str | None, job_id: int | None, dead: bool) -> None:
+    """Delete dead job JOB_ID for good, or every dead job.
+
+    Exit code 1 if there is no such job or it is not dead.
+    """
+    _change_jobs(config_file, job_id, dead, control.discard, "discarded")
+
+
+def _change_jobs(
+    config_file: str | None,
+    job_id: int | None,
+    dead: bool,
+    change: Callable[[AsyncConnection, int | None], Awaitable[int]],
+    done: str,
+) -> None:
+    """`change` job `job_id`, or (given `dead`) every dead job; say what was `done`."""
     if (job_id is None) == (not dead):
         raise click.UsageError("give either a job id or --dead")
     settings = config.load(config_file)
-    count = with_database(settings, lambda engine: _retry(engine, job_id))
-    if job_id is None:
-        click.echo(f"requeued {count} dead job(s)")
-    else:
-        click.echo(f"requeued job {job_id}")
+    count = with_database(
+        settings, lambda engine: _in_one_transaction(engine, lambda db: change(db, job_id))
+    )
+    click.echo(f"{done} {count} dead job(s)" if job_id is None else f"{done} job {job_id}")
 
 
-async def _retry(engine: AsyncEngine, job_id: int | None) -> int:
+async def _in_one_transaction(
+    engine: AsyncEngine, change: Callable[[AsyncConnection], Awaitable[int]]
+) -> int:
     try:
         # IMMEDIATE on SQLite: it reads, then writes, while a node may be writing.
         async with session_engine(engine).begin() as connection:
-            return await control.requeue(connection, job_id)
+            return await change(connection)
     except SQLAlchemyError as exc:
         if is_unavailable(exc):
             raise  # with_database names the database; migrating would not help

@@ -1,5 +1,6 @@
 """Changing a job from outside the queue: requeuing it (``forge jobs:retry``, the
-dashboard's Retry) and discarding a dead one (the dashboard's Discard).
+dashboard's Retry) and discarding a dead one (``forge jobs:discard``, the
+dashboard's Discard).
 
 Each works on a connection in the caller's transaction; on SQLite, begin it
 IMMEDIATE (`runtime._db.session_engine`): it reads, then writes, while a node
@@ -71,10 +72,17 @@ async def requeue(
     return len(requeued)
 
 
-async def discard(connection: AsyncConnection, job_id: int) -> None:
-    """Delete dead job `job_id` for good. Raises `NoSuchJob` or `JobStateConflict`."""
-    await _status_in(connection, job_id, {DEAD}, "are discarded")
-    await connection.execute(delete(jobs).where(jobs.c.id == job_id, jobs.c.status == DEAD))
+async def discard(connection: AsyncConnection, job_id: int | None) -> int:
+    """Delete dead job `job_id` (or, given None, every dead job) for good.
+
+    How many were deleted. Raises `NoSuchJob` or `JobStateConflict`.
+    """
+    where = jobs.c.status == DEAD
+    if job_id is not None:
+        await _status_in(connection, job_id, {DEAD}, "are discarded")
+        where &= jobs.c.id == job_id
+    result = await connection.execute(delete(jobs).where(where))
+    return result.rowcount
 
 
 async def _status_in(
