@@ -11,6 +11,7 @@ import http.server
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,7 +31,7 @@ def demo_copy(tmp_path_factory: pytest.TempPathFactory, demo_build: Path) -> Pat
     """The demo project's sources, with the frontend to be built by `forge build` itself."""
     root = tmp_path_factory.mktemp("demo")
     shutil.copyfile(REPO / "forge.toml", root / "forge.toml")
-    for folder in ("handlers", "migrations"):
+    for folder in ("handlers", "migrations", "seeds"):
         shutil.copytree(REPO / folder, root / folder, ignore=FRONTEND_SOURCES)
     shutil.copytree(DEMO_FRONTEND, root / "frontend", ignore=FRONTEND_SOURCES)
     installed = DEMO_FRONTEND / "node_modules"
@@ -64,7 +65,12 @@ def executable(demo_copy: Path) -> Path:
     revisions = len(
         [p for p in (demo_copy / "migrations").iterdir() if p.suffix in {".py", ".sql"}]
     )
-    assert f"carrying forge.toml, {modules} handler module(s), {revisions} migration(s)" in output
+    seeds = len(list((demo_copy / "seeds").glob("*.py")))
+    assert seeds >= 1
+    assert (
+        f"carrying forge.toml, {modules} handler module(s), {revisions} migration(s), "
+        f"{seeds} seed(s)"
+    ) in output
     assert "carrying the frontend build" in output
     assert "built " in output and " MB) in " in output
     return demo_copy / "dist" / "forge-demo"
@@ -112,6 +118,11 @@ def nodes() -> Iterator[list[Node]]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(node.process.pid, signal.SIGKILL)
         node.process.wait()
+
+
+def sqlite_rows(path: Path, sql: str) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute(sql).fetchall()
 
 
 def run(exe: Path, folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -177,6 +188,14 @@ def test_commands_and_the_default_sqlite_file(
     # The embedded default lands in the working directory, not in the
     # folder the executable unpacks into and deletes on exit.
     assert (alone / "forge.db").is_file()
+
+    # The seeds come from inside the executable too, and run once.
+    seeded = run(executable, alone, env, "db:seed")
+    assert seeded.returncode == 0, seeded.stderr
+    assert "seeds/001_notes.py" in seeded.stdout
+    assert sqlite_rows(alone / "forge.db", "SELECT count(*) FROM notes") == [(3,)]
+    again = run(executable, alone, env, "db:seed")
+    assert "skipped seeds/001_notes.py: already applied" in again.stdout
 
     listed = run(executable, alone, env, "schedule:list")
     assert listed.returncode == 0, listed.stderr

@@ -23,6 +23,7 @@ from .._dashboard import STATIC as DASHBOARD_STATIC
 from .._db.chains import RUNTIME_SCHEMA
 from .._errors import ForgeError
 from .._frontend import has_frontend
+from .._project.seed_files import SEEDS_FOLDER, seed_files
 from .imports import imported_modules
 
 ENTRY = Path(__file__).parent.parent / "__main__.py"
@@ -116,7 +117,12 @@ def _stage(
     modules = len(list(handlers.rglob("*.py"))) if handlers else 0
     migrations = _carry(settings, "migrations.path", settings.migrations.path, staging, skip)
     revisions = sum(p.suffix in {".py", ".sql"} for p in migrations.iterdir()) if migrations else 0
-    echo(f"carrying forge.toml, {modules} handler module(s), {revisions} migration(s)")
+    seeds = _carry(settings, "seeds", SEEDS_FOLDER, staging, skip)
+    seed_count = len(seed_files(seeds)) if seeds else 0
+    echo(
+        f"carrying forge.toml, {modules} handler module(s), {revisions} migration(s), "
+        f"{seed_count} seed(s)"
+    )
 
     if not frontend:
         echo("frontend not carried (--no-frontend): served from disk or [frontend].dev_url")

@@ -42,13 +42,12 @@ from .._db.sql_statements import sql_statements, statement_summary
 from .._db.times import utcnow
 from .._errors import ForgeError, line_in
 from .._project.discovery import discover_app
+from .._project.seed_files import SEEDS_FOLDER, seed_files
 from .runner import TaskRunner
 
 if TYPE_CHECKING:
     from .._config import Settings
 
-SEEDS_FOLDER = "seeds"
-"""Where a project keeps its seeds, beside forge.toml."""
 
 seeds_table = Table(
     "forge_seeds",
@@ -90,14 +89,7 @@ def seeds_of(settings: Settings) -> list[Seed]:
     folder = settings.app_path(SEEDS_FOLDER)
     if not folder.is_dir():
         return []
-    files = sorted(
-        path
-        for path in folder.iterdir()
-        if path.is_file()
-        and path.suffix in {".py", ".sql"}
-        and not path.name.startswith(("_", "."))
-    )
-    return [Seed(path, f"{SEEDS_FOLDER}/{path.name}") for path in files]
+    return [Seed(path, f"{SEEDS_FOLDER}/{path.name}") for path in seed_files(folder)]
 
 
 def select_seeds(seeds: list[Seed], names: tuple[str, ...]) -> list[Seed]:
