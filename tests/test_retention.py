@@ -346,6 +346,35 @@ def test_the_node_prunes_while_jobs_keep_being_claimed(project: Project, databas
     assert node.stop() == 0
 
 
+def test_the_node_forgets_old_deliveries_and_events(project: Project, database: str) -> None:
+    """Webhook delivery ids (kept a week) and realtime events (kept
+    ``[realtime].retention``) go on the node's sweeps, not only with ``forge prune``."""
+    setup(project, database)
+    run_sql(
+        project,
+        database,
+        f"""INSERT INTO forge_webhook_deliveries (endpoint, delivery_id, received_at)
+            VALUES ('github', 'old', {ago(database, 8)}), ('github', 'new', {ago(database, 6)})""",
+        f"""INSERT INTO forge_events (topic, seq, data, created_at)
+            VALUES ('notes', 1, '{{}}', {ago(database, 0, "7200")}),
+                   ('notes', 2, '{{}}', {ago(database, 0, "60")})""",
+    )
+    node = project.start()
+    node.wait_ready()
+
+    def left() -> list[tuple]:
+        return query(
+            project,
+            database,
+            "SELECT delivery_id FROM forge_webhook_deliveries UNION ALL "
+            "SELECT CAST(seq AS TEXT) FROM forge_events ORDER BY 1",
+        )
+
+    wait_until(lambda: len(left()) == 2, 30, "the first sweep", node)
+    assert left() == [("2",), ("new",)]
+    assert node.stop() == 0
+
+
 # --- forge prune --------------------------------------------------------------------------
 
 

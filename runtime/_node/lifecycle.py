@@ -7,11 +7,13 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .._cluster.lease import Lease, lease_duration
 from .._cluster.registry import NodeInfo, Registry
 from .._db import create_engine
+from .._db.times import utcnow
 from .._errors import describe
 from .._observe.counters import watch_pool
 from .._observe.log import set_node_id
@@ -296,9 +298,12 @@ class Node:
         from .._webhooks.deliveries import RETENTION, prune_deliveries
 
         assert self.registry is not None
+        now = utcnow()
+        events_cutoff = now - timedelta(seconds=self.settings.realtime.retention)
+        deliveries_cutoff = now - timedelta(seconds=RETENTION)
         for what, prune in (
-            ("old webhook deliveries", lambda c: prune_deliveries(c, RETENTION)),
-            ("old realtime events", lambda c: prune_events(c, self.settings.realtime.retention)),
+            ("old webhook deliveries", lambda c: prune_deliveries(c, deliveries_cutoff)),
+            ("old realtime events", lambda c: prune_events(c, events_cutoff)),
         ):
             try:
                 async with self.registry.engine.begin() as connection:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -185,8 +185,7 @@ async def by_id(connection: AsyncConnection, ids: list[int], names: Iterable[str
     return [Event(*row) for row in rows]
 
 
-async def prune(connection: AsyncConnection, retention: float) -> int:
-    """Forget events older than `retention` seconds; a client further behind gets a reset."""
-    cutoff = utcnow() - timedelta(seconds=retention)
-    result = await connection.execute(delete(events).where(events.c.created_at < cutoff))
+async def prune(connection: AsyncConnection, older_than: datetime) -> int:
+    """Forget events created before `older_than`; a client further behind gets a reset."""
+    result = await connection.execute(delete(events).where(events.c.created_at < older_than))
     return result.rowcount

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .._config import Settings
 from .._db.pruning import CountOld, Prunable, Retained, Rows
-from .._db.times import utcnow
 from .._jobs.retention import FINISHED_JOBS
 from .._realtime import events
 from .._webhooks import deliveries
@@ -46,21 +45,17 @@ def everything(settings: Settings, older_than: float | None = None) -> list[Reta
     return [Retained(kind.prunable, older_than) for kind in kinds]
 
 
-def _seconds_since(moment: datetime) -> float:
-    return (utcnow() - moment).total_seconds()
-
-
 # Deliveries and events go in one statement each, as the node forgets them: their
 # rows are small and few (a week of webhooks, an hour of events).
 
 
 async def _delete_deliveries(connection: AsyncConnection, older_than: datetime, _: int) -> Rows:
-    pruned = await deliveries.prune_deliveries(connection, _seconds_since(older_than))
+    pruned = await deliveries.prune_deliveries(connection, older_than)
     return {deliveries.deliveries.name: int(pruned or 0)}
 
 
 async def _delete_events(connection: AsyncConnection, older_than: datetime, _: int) -> Rows:
-    pruned = await events.prune(connection, _seconds_since(older_than))
+    pruned = await events.prune(connection, older_than)
     return {events.events.name: int(pruned or 0)}
 
 

@@ -9,7 +9,7 @@ then finds it.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, delete
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -44,8 +44,9 @@ async def first_delivery(session: AsyncSession, endpoint: str, delivery_id: str)
     return (await session.execute(statement)).first() is not None
 
 
-async def prune_deliveries(connection: AsyncConnection, retention: float) -> int:
-    """Forget deliveries older than `retention` seconds (providers stop retrying long before)."""
-    cutoff = utcnow() - timedelta(seconds=retention)
-    result = await connection.execute(delete(deliveries).where(deliveries.c.received_at < cutoff))
+async def prune_deliveries(connection: AsyncConnection, older_than: datetime) -> int:
+    """Forget deliveries received before `older_than` (providers stop retrying long before)."""
+    result = await connection.execute(
+        delete(deliveries).where(deliveries.c.received_at < older_than)
+    )
     return result.rowcount
