@@ -68,8 +68,8 @@ PostgreSQL's connections (100 by default) are shared by all of them."""
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    cores = len(os.sched_getaffinity(0))  # the cores this process may run on
-    return max(1, min(cores, MAX_WORKERS))
+    # Not os.cpu_count(): a CPU set (taskset, a container) may give this process fewer.
+    return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
 
 
 def skip_or_fail(reason: str) -> None:
