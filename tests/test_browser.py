@@ -173,6 +173,9 @@ def test_demo_app_in_a_browser(browser: Any, demo_node: Node, tmp_path: Path) ->
         detail = page.get_by_test_id("note-detail")
         expect(detail.get_by_role("heading", name=title)).to_be_visible()
         expect(detail).to_contain_text("Second line.")
+        # The page reads the note's publication too: once shown, no request is in flight
+        # for the reload below to abort.
+        expect(page.get_by_test_id("publication")).to_contain_text("Not published yet.")
 
         # The dynamic route as a deep link.
         page.reload()
