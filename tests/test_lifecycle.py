@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
+import selectors
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -377,6 +381,53 @@ def test_a_signal_while_workers_start_stops_the_node(project: Project) -> None:
         assert seconds < 3, f"try {attempt + 1}: took {seconds:.1f} s to stop:\n{node.output()}"
         assert "refused to gracefully stop" not in node.output(), node.output()
         project.nodes.remove(node)
+
+
+EVENT_LOOP_CHILD = """
+import os, signal
+from runtime._node.wakeup import SignalSafeEvent
+
+event = SignalSafeEvent()
+
+def on_signal(*_):
+    event.set()
+    os.write(1, b"set\\n")
+
+signal.signal(signal.SIGUSR1, on_signal)
+os.write(1, b"looping\\n")
+while True:  # a main loop: wait, clear, wait again
+    event.wait(0)
+    event.clear()
+    event.wait(0.0005)
+"""
+
+
+def test_the_main_loop_event_survives_a_signal_at_any_moment() -> None:
+    """Signals at random moments of a wait/clear loop each set the event and return.
+
+    A `threading.Event` here hangs its handler on the event's own lock once in a
+    few signals (the main process of a node so stopped neither drained nor
+    heeded another SIGTERM; CI caught it once in a run).
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-c", EVENT_LOOP_CHILD],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[1],
+    )
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline() == b"looping\n"
+        with selectors.DefaultSelector() as selector:
+            selector.register(child.stdout, selectors.EVENT_READ)
+            for sent in range(1, 301):
+                time.sleep(random.uniform(0, 0.005))
+                child.send_signal(signal.SIGUSR1)
+                assert selector.select(5), f"signal {sent}: the handler never returned"
+                assert child.stdout.readline() == b"set\n"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
 
 
 def _bound(node: Node) -> bool:

@@ -38,6 +38,7 @@ from .._observe import metrics
 from .._observe.log import announce, granian_log_config
 from .._status import DRAIN_SIGNAL, WAKE_SIGNAL, SharedStatus, cut_reports
 from .lifecycle import Node
+from .wakeup import SignalSafeEvent
 
 if TYPE_CHECKING:
     from .._http.gateway import Gateway
@@ -57,6 +58,9 @@ class NodeServer(MPServer):
 
     def __init__(self, *, settings: Settings, status: SharedStatus, node: Node, **options: Any):
         super().__init__(**options)
+        # Granian's signal handlers set this event, and a threading.Event can
+        # deadlock its own thread when set from a handler (see `wakeup`).
+        self.main_loop_interrupt = SignalSafeEvent()
         self.settings = settings
         self.status = status
         self.node = node

@@ -12,7 +12,6 @@ import functools
 import logging
 import os
 import signal
-import threading
 from typing import Any
 
 from .._config import Settings
@@ -20,6 +19,7 @@ from .._observe.log import announce
 from .._project.discovery import Discovery
 from .._status import LocalStatus, NodeStatus
 from .lifecycle import Node
+from .wakeup import SignalSafeEvent
 
 log = logging.getLogger("forge.node")
 
@@ -28,7 +28,7 @@ def run_worker_node(
     settings: Settings, found: Discovery, *, migrate: bool, role: str = "scheduler"
 ) -> int:
     """Run until SIGTERM or SIGINT; the exit code (1 if boot failed or work was cut)."""
-    stop = threading.Event()
+    stop = SignalSafeEvent()  # set by the signal handlers below
     failures: list[BaseException] = []
 
     def on_failure(error: BaseException) -> None:
@@ -70,8 +70,8 @@ def run_worker_node(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, first_signal)
     node.start()
-    while not stop.wait(0.5):
-        pass
+    stop.wait()
+    stop.close()
     if not failures:
         node.mark_draining()
     node.stop()
