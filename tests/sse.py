@@ -12,7 +12,9 @@ the ``retry:`` the server asked for), sending ``Last-Event-ID``, like
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +59,8 @@ class Subscription:
         self.retries: list[int] = []
         """Every ``retry:`` the server sent: one opens a stream, one more ends it in a drain."""
         self._stop = threading.Event()
+        self._socket: socket.socket | None = None
+        """The open stream's socket, which `close` shuts to end a read that waits."""
         self._changed = threading.Condition()
         self._client = httpx.Client(timeout=httpx.Timeout(10, read=None))
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -75,6 +79,11 @@ class Subscription:
 
     def close(self) -> None:
         self._stop.set()
+        # Closing the client does not end a read another thread is blocked in, which
+        # would wait for the next event or the server's 15 s heartbeat; a shutdown does.
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
         self._client.close()
         self._thread.join(10)
 
@@ -112,7 +121,8 @@ class Subscription:
             try:
                 self._read_once()
             except Exception as exc:  # a broken stream: what EventSource would retry
-                self._note_error(f"{type(exc).__name__}: {exc}")
+                if not self._stop.is_set():  # not the shutdown of `close`
+                    self._note_error(f"{type(exc).__name__}: {exc}")
             if not self.reconnect or self._stop.is_set():
                 return
             self._stop.wait(self.retry_ms / 1000)
@@ -123,6 +133,9 @@ class Subscription:
         if self.last_event_id is not None:
             headers["Last-Event-ID"] = self.last_event_id
         with self._client.stream("GET", url, headers=headers) as response:
+            self._socket = response.extensions["network_stream"].get_extra_info("socket")
+            if self._stop.is_set():
+                return
             with self._changed:
                 self.connections += 1
                 self.statuses.append(response.status_code)
