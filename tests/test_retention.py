@@ -318,20 +318,21 @@ def test_the_node_prunes_while_jobs_keep_being_claimed(project: Project, databas
     # Jobs completed between batches: the old rows were seen going down by steps.
     assert any(0 < left < OLD_ROWS for left in seen), seen
     assert seen == sorted(seen, reverse=True), seen
+
     # A sweep logs what it pruned after its last batch commits, so the log may
     # still be a line behind the database here.
-    wait_until(
-        lambda: (
-            sum(rows for rows, _ in job_batches(node.output())) == OLD_JOBS
-            and "finished cron run(s)" in node.output()
-            and "finished workflow run(s)" in node.output()
-        ),
-        10,
-        "the sweeps to log what they pruned",
-        node,
-    )
+    def sweeps_logged() -> bool:
+        output = node.output()
+        return (
+            sum(rows for rows, _ in job_batches(output)) == OLD_JOBS
+            and "finished cron run(s)" in output
+            and "finished workflow run(s)" in output
+        )
+
+    wait_until(sweeps_logged, 10, "the sweeps to log what they pruned", node)
     output = node.output()
     batches = job_batches(output)
+    assert sum(rows for rows, _ in batches) == OLD_JOBS, batches
     assert sum(count for _, count in batches) >= OLD_JOBS // 1000, batches
     assert re.search(r"pruned \d+ finished cron run\(s\)", output), output
     assert re.search(

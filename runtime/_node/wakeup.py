@@ -19,7 +19,8 @@ import time
 class SignalSafeEvent:
     """The `threading.Event` interface, safe to ``set`` from a signal handler.
 
-    For one waiting thread (a main loop); any thread or handler may set it.
+    For one waiting thread (a main loop); any thread or handler may set it. Its
+    pipe is never closed: a handler may still set it while the process ends.
     """
 
     def __init__(self) -> None:
@@ -55,10 +56,6 @@ class SignalSafeEvent:
                 # select would return at once from now on.
                 self._drain()
         return self._flag
-
-    def close(self) -> None:
-        os.close(self._read)
-        os.close(self._write)
 
     def _drain(self) -> None:
         with contextlib.suppress(BlockingIOError):

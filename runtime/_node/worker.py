@@ -71,7 +71,6 @@ def run_worker_node(
         signal.signal(sig, first_signal)
     node.start()
     stop.wait()
-    stop.close()
     if not failures:
         node.mark_draining()
     node.stop()
